@@ -1,0 +1,175 @@
+"""The ``sparkrunner`` command line.
+
+Exit codes: 0 success, 1 the job failed, 2 the job or the command line is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import JobInvalid, SparkRunnerError
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+class UsageError(SparkRunnerError):
+    """The command line asks for something impossible (exit code 2)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except JobInvalid as exc:
+        print(f"error: the job is invalid ({len(exc.errors)} problem{'s' * (len(exc.errors) > 1)}):",
+              file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except SparkRunnerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sparkrunner", description="Run ModelOp-style modelBatchJob documents on Apache Spark.")
+    parser.add_argument("--version", action="version", version=f"sparkrunner {__version__}")
+    parser.add_argument("--config", metavar="FILE",
+                        help="configuration file (default: $SPARKRUNNER_CONFIG, else conf/sparkrunner.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what sparkrunner does")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("schema", cmd_schema, "print the JSON Schema of a modelBatchJob")
+    sub = command("validate", cmd_validate, "check a job document without running it")
+    sub.add_argument("job", help="job document (JSON), or - for standard input")
+    sub = command("render", cmd_render, "lay out a job's working directory without running it")
+    sub.add_argument("job", help="job document (JSON), or - for standard input")
+    sub.add_argument("--workdir", required=True, type=Path, help="directory to create (must not exist, or be empty)")
+    sub = command("run", cmd_run, "run a job with spark-submit here, without a service")
+    sub.add_argument("job", help="job document (JSON), or - for standard input")
+    sub.add_argument("--workdir", type=Path,
+                     help="working directory to create (default: DATA_DIR/runs/<run id>)")
+    sub.add_argument("--data-dir", type=Path, help="where runs are kept (configuration: data_dir)")
+    sub.add_argument("--master", help="Spark master (configuration: spark.master; default local[*])")
+    sub.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="end the run after this long (default: the job's timeoutSeconds)")
+    sub.add_argument("-q", "--quiet", action="store_true", help="do not echo spark-submit's output")
+    return parser
+
+
+def load_job(path: str):
+    """The validated job spec in the file at ``path`` (``-`` for standard input)."""
+    from .jobspec import parse_document, validate
+
+    if path == "-":
+        text = sys.stdin.buffer.read()
+    else:
+        try:
+            text = Path(path).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read job file {path!r}: {exc.strerror}") from exc
+    return validate(parse_document(text))
+
+
+def _settings(args):
+    from . import config
+
+    settings = config.load(args.config)
+    changes = {}
+    if getattr(args, "data_dir", None):
+        changes["data_dir"] = args.data_dir.absolute()
+    if getattr(args, "master", None):
+        import dataclasses
+
+        changes["spark"] = dataclasses.replace(settings.spark, master=args.master)
+    return settings.with_overrides(**changes) if changes else settings
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def cmd_schema(args) -> int:
+    from .jobspec import schema
+
+    print(json.dumps(schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    from .command import job_settings
+
+    settings = _settings(args)
+    spec = load_job(args.job)
+    job_settings(spec, settings.policy.allow)
+    counts = f"{len(spec.inputs)} input(s), {len(spec.outputs)} output(s), {len(spec.attachments)} attachment(s)"
+    init = f", init {spec.init_function}()" if spec.init_function else ""
+    print(f"ok: {spec.job_type} job {spec.name!r} calls {spec.role.value} function "
+          f"{spec.function}(){init} in {spec.primary.filename}; {counts}")
+    return EXIT_OK
+
+
+def cmd_render(args) -> int:
+    from .command import build_argv, mask_argv, spark_submit_path
+    from .workdir import render
+
+    settings = _settings(args)
+    spec = load_job(args.job)
+    argv = build_argv(settings, spec, args.workdir.absolute(), spark_submit_path(settings))
+    workdir = render(spec, args.workdir, new_run_id())
+    print(f"working directory: {workdir}")
+    print("command: " + " ".join(mask_argv(argv)))
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from .command import build_argv, child_env, spark_submit_path
+    from .jobspec import LOG_FILENAME, RESULT_FILENAME
+    from .launcher import SparkSubmit
+    from .workdir import render
+
+    settings = _settings(args)
+    spec = load_job(args.job)
+    run_id = new_run_id()
+    workdir = (args.workdir or settings.data_dir / "runs" / run_id).absolute()
+    # Everything that can refuse the job does so before anything is written.
+    argv = build_argv(settings, spec, workdir, spark_submit_path(settings))
+    env = child_env(settings)
+    render(spec, workdir, run_id)
+    print(f"sparkrunner: running {spec.role.value} job {spec.name!r} in {workdir}", file=sys.stderr)
+
+    submit = SparkSubmit(argv, workdir, env, workdir / LOG_FILENAME)
+    submit.start()
+    previous = {sig: signal.signal(sig, lambda *_: submit.cancel()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        outcome = submit.wait(timeout=args.timeout or spec.timeout_seconds,
+                              echo=None if args.quiet else sys.stdout)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    result = workdir / RESULT_FILENAME
+    print(f"sparkrunner: {outcome.status.value}: {outcome.reason}", file=sys.stderr)
+    print(f"sparkrunner: log {workdir / LOG_FILENAME}" +
+          (f", result {result}" if result.exists() else ""), file=sys.stderr)
+    return EXIT_OK if outcome.succeeded else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Settings: a dataclass with documented defaults, loaded from YAML.
+
+The file is chosen by ``--config``, else ``SPARKRUNNER_CONFIG``, else ``conf/sparkrunner.yaml`` in
+the current directory if there is one; with none, the defaults run jobs on ``local[*]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_ENV = "SPARKRUNNER_CONFIG"
+DEFAULT_CONFIG_FILE = Path("conf/sparkrunner.yaml")
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    #: spark-submit's --master. Jobs may not choose it unless ``policy.allow`` says so.
+    master: str = "local[*]"
+    #: spark-submit's --deploy-mode: "client" keeps the driver here, which the driver log needs.
+    deploy_mode: str = "client"
+    #: Directory holding bin/spark-submit; empty means the one inside the pyspark wheel.
+    home: str = ""
+    #: Python for the driver and the executors (PYSPARK_PYTHON); empty means this interpreter.
+    python: str = ""
+    #: Spark properties every job gets; a job may override those the policy lets it choose.
+    conf: dict[str, str] = field(default_factory=dict)
+    #: Extra environment for spark-submit (e.g. HADOOP_CONF_DIR). The default keeps the driver
+    #: and its web UI on the loopback interface; a cluster profile replaces it.
+    env: dict[str, str] = field(default_factory=lambda: {"SPARK_LOCAL_IP": "127.0.0.1"})
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    #: Glob patterns of Spark properties a job may set although the policy refuses them by
+    #: default, e.g. ["spark.driver.extraJavaOptions"].
+    allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_concurrent_jobs: int = 2
+    #: Jobs without their own timeoutSeconds end as ERROR after this many seconds; 0 means never.
+    default_timeout_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Where job records and working directories live.
+    data_dir: Path = Path("~/.sparkrunner")
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def load(path: str | os.PathLike | None = None) -> Settings:
+    """The settings from ``path``, ``$SPARKRUNNER_CONFIG`` or ``conf/sparkrunner.yaml``."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None)
+    if path is None:
+        return _finish(Settings())
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {str(path)!r}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {str(path)!r} is not valid YAML: {exc}") from exc
+    settings = from_dict(raw, source=str(path))
+    if not Path(settings.data_dir).expanduser().is_absolute():
+        # A relative data_dir is relative to the file that names it, not to wherever we run.
+        settings = settings.with_overrides(data_dir=Path(path).resolve().parent / settings.data_dir)
+    return _finish(settings)
+
+
+def _finish(settings: Settings) -> Settings:
+    return settings.with_overrides(data_dir=Path(settings.data_dir).expanduser())
+
+
+def from_dict(raw: Any, source: str = "configuration") -> Settings:
+    """Settings from a parsed YAML mapping; unknown keys and wrong types are errors."""
+    return _build(Settings, raw, source)
+
+
+def _build(cls, raw: Any, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping, not {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                          f"accepted: {', '.join(fields)}")
+    values = {}
+    defaults = cls()
+    for name, value in raw.items():
+        default = getattr(defaults, name)
+        key = f"{where}.{name}"
+        if dataclasses.is_dataclass(default):
+            values[name] = _build(type(default), value or {}, key)
+        elif isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: must be a mapping of names to values")
+            values[name] = {str(k): _scalar_str(v) for k, v in value.items()}
+        elif isinstance(default, tuple):
+            if not isinstance(value, list):
+                raise ConfigError(f"{key}: must be a list")
+            values[name] = tuple(str(v) for v in value)
+        elif isinstance(default, Path):
+            values[name] = Path(str(value))
+        elif isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, type(default)):
+            raise ConfigError(f"{key}: must be a {type(default).__name__}, not {value!r}")
+        else:
+            values[name] = value
+    return cls(**values)
+
+
+def _scalar_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

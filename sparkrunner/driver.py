@@ -1,0 +1,132 @@
+"""sparkrunner's driver: the fixed script spark-submit runs in every job's working directory.
+
+It imports the job metadata module and the model's primary source, calls the init function with
+no arguments, then the job's function with three lists of asset dicts (inputs, outputs, model
+attachments), and saves a JSON-serializable return value to result.json.
+
+It depends on nothing but the standard library and pyspark, because it runs wherever the Spark
+driver runs. Lines it prints for sparkrunner start with "sparkrunner: ".
+"""
+
+import importlib.util
+import json
+import os
+import re
+import sys
+import traceback
+
+RESULT_FILE = "result.json"
+EXIT_MODEL_FAILED = 1
+
+
+def say(kind, text, stream=None):
+    stream = stream or sys.stdout
+    stream.write("sparkrunner: %s: %s\n" % (kind, text))
+    stream.flush()
+
+
+def load_primary(path):
+    """The model's primary source as a module, whatever its file name (titanic-spark.py too)."""
+    name = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+    if not name.isidentifier():
+        name = "model_" + name
+    spec = importlib.util.spec_from_file_location(name, os.path.abspath(path))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    try:
+        # Functions of a module loaded from a file are pickled by reference, and executors
+        # cannot import it by that name: ship them by value instead.
+        from pyspark import cloudpickle
+
+        cloudpickle.register_pickle_by_value(module)
+    except (ImportError, AttributeError, ValueError):
+        pass
+    return module
+
+
+def start_spark():
+    """Starts the Spark session the model will get from getOrCreate(), and reports the app."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.getOrCreate()
+    sc = spark.sparkContext
+    say("application", "%s is running; Spark UI %s" % (sc.applicationId, sc.uiWebUrl or "off"))
+    return spark
+
+
+def to_json(result):
+    """The result as JSON text, or None when it cannot be serialized."""
+    def plain(value):
+        if hasattr(value, "item"):  # numpy scalars
+            return value.item()
+        if hasattr(value, "tolist"):  # numpy arrays
+            return value.tolist()
+        raise TypeError("%s is not JSON-serializable" % type(value).__name__)
+
+    try:
+        return json.dumps(result, default=plain, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+
+
+def save_result(text):
+    tmp = RESULT_FILE + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text + "\n")
+    os.replace(tmp, RESULT_FILE)
+
+
+def fail(what, exc):
+    """Prints the traceback for the log, then one clear line saying what failed."""
+    traceback.print_exc()
+    message = str(exc).strip().splitlines()
+    say("error", "%s raised %s%s" % (what, type(exc).__name__, ": " + message[0] if message else ""),
+        sys.stderr)
+    return EXIT_MODEL_FAILED
+
+
+def main():
+    sys.path.insert(0, os.getcwd())  # secondary sources and FILE assets sit beside the driver
+    import sparkrunner_job_metadata as job
+
+    spark = start_spark()
+    try:
+        try:
+            model = load_primary(job.primary_source)
+        except BaseException as exc:
+            return fail("loading %s" % job.primary_source, exc)
+        for what, name, args in (
+            ("init function", job.init_function, ()),
+            ("%s function" % job.function_role, job.method_to_be_executed,
+             (job.job_input, job.job_output, job.job_model_assets_input)),
+        ):
+            if not name:
+                continue
+            label = "%s %r" % (what, name)
+            try:
+                result = getattr(model, name)(*args)
+                if hasattr(result, "__next__"):  # a generator: run it to the end
+                    result = list(result)
+            except SystemExit as exc:
+                if exc.code not in (None, 0):
+                    return fail(label, exc)
+                result = None
+            except BaseException as exc:
+                return fail(label, exc)
+        if result is not None:
+            text = to_json(result)
+            if text is None:
+                say("warning", "the function returned a %s, which is not JSON-serializable; "
+                               "no result saved" % type(result).__name__)
+            else:
+                save_result(text)
+                say("result", text)
+        return 0
+    finally:
+        spark.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""Validates a modelBatchJob document into a frozen :class:`JobSpec`.
+
+Everything here is pure: no file is written, no user code is imported or run. Functions are
+found by parsing the model source with :mod:`ast`, so a job naming a missing function is refused
+before any JVM starts.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import copy
+import json
+import re
+import urllib.parse
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .errors import FieldError, JobInvalid
+
+# Names sparkrunner itself writes into every working directory; an asset may not take them.
+DRIVER_FILENAME = "sparkrunner_driver.py"
+METADATA_MODULE = "sparkrunner_job_metadata"
+METADATA_FILENAME = METADATA_MODULE + ".py"
+JOB_FILENAME = "job.json"
+LOG_FILENAME = "driver.log"
+RESULT_FILENAME = "result.json"
+RESERVED_FILENAMES = frozenset(
+    {DRIVER_FILENAME, METADATA_FILENAME, JOB_FILENAME, LOG_FILENAME, RESULT_FILENAME}
+)
+
+
+class JobRole(str, Enum):
+    """What the job asks the model to do; picked by ``jobType``."""
+
+    SCORE = "score"
+    METRICS = "metrics"
+    TRAIN = "train"
+
+    @property
+    def function_field(self) -> str:
+        return {"score": "scoreFunction", "metrics": "metricsFunction", "train": "trainingFunction"}[
+            self.value
+        ]
+
+
+JOB_TYPES = {
+    "MODEL_BATCH_JOB": JobRole.SCORE,
+    "MODEL_BATCH_TEST_JOB": JobRole.METRICS,
+    "MODEL_BATCH_TRAINING_JOB": JobRole.TRAIN,
+}
+DEFAULT_JOB_TYPE = "MODEL_BATCH_JOB"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    filename: str
+    text: str
+
+
+@dataclass(frozen=True)
+class InlineFile:
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job: everything the later stages need, and the document as received."""
+
+    document: Mapping[str, Any]
+    job_type: str
+    role: JobRole
+    name: str
+    primary: SourceFile
+    function: str
+    init_function: str | None
+    modules: tuple[SourceFile, ...]
+    files: tuple[InlineFile, ...]
+    inputs: tuple[Mapping[str, Any], ...]
+    outputs: tuple[Mapping[str, Any], ...]
+    attachments: tuple[Mapping[str, Any], ...]
+    job_parameters: Mapping[str, str]
+    spark_conf: Mapping[str, str]
+    timeout_seconds: int | None
+
+    def asset_lists(self) -> tuple[list[dict], list[dict], list[dict]]:
+        """Fresh, plain copies of the three lists the model function receives."""
+        return tuple([copy.deepcopy(dict(a)) for a in assets]  # type: ignore[return-value]
+                     for assets in (self.inputs, self.outputs, self.attachments))
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    """The JSON Schema of a modelBatchJob, as shipped inside the package."""
+    text = resources.files("sparkrunner").joinpath("schemas/modelbatchjob.schema.json").read_text()
+    return json.loads(text)
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema  # imported here: it is the slowest import on the command line's path
+
+    cls = jsonschema.validators.validator_for(schema())
+    cls.check_schema(schema())
+    return cls(schema(), format_checker=cls.FORMAT_CHECKER)
+
+
+def parse_document(text: str | bytes) -> dict:
+    """The JSON object in ``text``, or :class:`JobInvalid` saying why it is not one."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise JobInvalid([FieldError("$", f"is not valid JSON: {exc}")]) from exc
+    if not isinstance(document, dict):
+        raise JobInvalid([FieldError("$", f"must be a JSON object, not {type(document).__name__}")])
+    return document
+
+
+def validate(document: Mapping[str, Any]) -> JobSpec:
+    """The job spec for ``document``, or :class:`JobInvalid` listing every problem at once."""
+    errors = [
+        FieldError(_json_path(err.absolute_path), _schema_message(err))
+        for err in sorted(_validator().iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+    if errors:
+        # The checks below assume the document has the schema's shape.
+        raise JobInvalid(errors)
+    return _build(copy.deepcopy(dict(document)))
+
+
+def _build(doc: dict) -> JobSpec:
+    errors: list[FieldError] = []
+    job_type = doc.get("jobType", DEFAULT_JOB_TYPE)
+    role = JOB_TYPES[job_type]
+    stored = doc["model"]["storedModel"]
+    assets_path = "$.model.storedModel.modelAssets"
+    assets = stored["modelAssets"]
+
+    primaries = [i for i, a in enumerate(assets)
+                 if a["assetType"] == "SOURCE_CODE" and a.get("primaryModelSource") is True]
+    if len(primaries) != 1:
+        found = ", ".join(f"{assets_path}[{i}]" for i in primaries) or "none"
+        errors.append(FieldError(
+            assets_path,
+            "must hold exactly one SOURCE_CODE asset with primaryModelSource: true "
+            f"(found {len(primaries)}: {found})"))
+
+    taken: dict[str, str] = {}  # file name -> the path of the asset that claimed it
+
+    def claim(path: str, name: str) -> str | None:
+        problem = filename_problem(name)
+        if problem:
+            errors.append(FieldError(path, f"{name!r} {problem}"))
+            return None
+        if name in taken:
+            errors.append(FieldError(path, f"{name!r} is already used by {taken[name]}"))
+            return None
+        taken[name] = path
+        return name
+
+    primary = None
+    function = init_function = None
+    modules: list[SourceFile] = []
+    files: list[InlineFile] = []
+    for i, asset in enumerate(assets):
+        path = f"{assets_path}[{i}]"
+        kind = asset["assetType"]
+        if kind == "SOURCE_CODE":
+            field, name = _source_filename(asset)
+            is_primary = i in primaries[:1]
+            if is_primary and not name.endswith(".py"):
+                name += ".py"
+            if claim(f"{path}.{field}", name) is None:
+                continue
+            source = SourceFile(name, asset["sourceCode"])
+            if is_primary:
+                primary = source
+                function, init_function = _resolve_functions(source, asset, role, path, errors)
+            else:
+                modules.append(source)
+        elif kind == "FILE":
+            field = "filename" if "filename" in asset else "name"
+            name = claim(f"{path}.{field}", asset[field])
+            data = _file_content(asset, path, errors)
+            if name is not None and data is not None:
+                files.append(InlineFile(name, data))
+
+    meta = stored.get("modelMetaData") or {}
+    if errors:
+        raise JobInvalid(errors)
+    assert primary is not None and function is not None
+    return JobSpec(
+        document=doc,
+        job_type=job_type,
+        role=role,
+        name=str(meta.get("name") or primary.filename.removesuffix(".py")),
+        primary=primary,
+        function=function,
+        init_function=init_function,
+        modules=tuple(modules),
+        files=tuple(files),
+        inputs=_external_files(doc.get("inputData", [])),
+        outputs=_external_files(doc.get("outputData", [])),
+        attachments=_external_files(assets),
+        job_parameters=MappingProxyType(
+            {k: _setting_str(v) for k, v in doc.get("jobParameters", {}).items()}),
+        spark_conf=MappingProxyType(
+            {k: _setting_str(v) for k, v in (doc.get("targetEngine") or {}).get("sparkConf", {}).items()}),
+        timeout_seconds=doc.get("timeoutSeconds"),
+    )
+
+
+def _external_files(assets: list[dict]) -> tuple[Mapping[str, Any], ...]:
+    return tuple(MappingProxyType(a) for a in assets if a.get("assetType") == "EXTERNAL_FILE")
+
+
+def _setting_str(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _source_filename(asset: dict) -> tuple[str, str]:
+    """(field, file name) for a SOURCE_CODE asset: ``filename``, ``name``, or the last part of
+    ``sourceCodeFilePath`` (a path in the model's repository, such as ``src/model.py``)."""
+    for field in ("filename", "name"):
+        if field in asset:
+            return field, asset[field]
+    repo_path = asset["sourceCodeFilePath"]
+    parts = repo_path.replace("\\", "/").split("/")
+    if repo_path.startswith(("/", "\\")) or ".." in parts:
+        return "sourceCodeFilePath", repo_path  # refused by filename_problem, with this value
+    return "sourceCodeFilePath", parts[-1]
+
+
+def _file_content(asset: dict, path: str, errors: list[FieldError]) -> bytes | None:
+    content = asset["content"]
+    if asset.get("contentEncoding") == "base64":
+        try:
+            return base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            errors.append(FieldError(f"{path}.content", f"is not valid base64 ({exc})"))
+            return None
+    return content.encode("utf-8")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def filename_problem(name: str, reserved: frozenset[str] = RESERVED_FILENAMES) -> str | None:
+    """Why ``name`` cannot be a file in a working directory, or None when it can.
+
+    A name must be one plain path component: it may not climb out of the directory, even once
+    URL-decoded, and may not take a name sparkrunner writes itself.
+    """
+    for candidate in {name, urllib.parse.unquote(name)}:
+        if not candidate:
+            return "is not a file name: it is empty"
+        if "/" in candidate or "\\" in candidate:
+            return "is not a plain file name: it may not contain '/' or '\\'"
+        if _CONTROL.search(candidate):
+            return "is not a plain file name: it may not contain NUL or control characters"
+        if candidate in (".", ".."):
+            return "is not a plain file name: '.' and '..' are refused"
+    if len(name.encode("utf-8")) > 255:
+        return "is too long for a file name (at most 255 bytes)"
+    if name in reserved:
+        return f"is reserved for sparkrunner's own files ({', '.join(sorted(reserved))})"
+    return None
+
+
+_SMART_TAG = re.compile(r"^\s*#\s*modelop\.(init|score|metrics|train)\b")
+
+
+def find_functions(source: str) -> tuple[dict[str, ast.FunctionDef], dict[str, list[str]]]:
+    """Top-level functions of ``source`` by name, and the functions under each smart tag.
+
+    A smart tag is a ``# modelop.<role>`` comment in the block of comment lines directly above a
+    ``def`` (or above its decorators). Raises :class:`SyntaxError` for source that does not parse.
+    """
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    functions: dict[str, ast.FunctionDef] = {}
+    tagged: dict[str, list[str]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        functions[node.name] = node
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        line = first - 2  # index of the line above, counting from 0
+        while line >= 0 and lines[line].lstrip().startswith("#"):
+            match = _SMART_TAG.match(lines[line])
+            if match:
+                tagged.setdefault(match.group(1), []).append(node.name)
+            line -= 1
+    return functions, tagged
+
+
+def _resolve_functions(source: SourceFile, asset: dict, role: JobRole, path: str,
+                       errors: list[FieldError]) -> tuple[str | None, str | None]:
+    """(function, init function) named by the asset's fields or found by smart tags."""
+    try:
+        functions, tagged = find_functions(source.text)
+    except SyntaxError as exc:
+        errors.append(FieldError(f"{path}.sourceCode",
+                                 f"is not valid Python: {exc.msg} (line {exc.lineno})"))
+        return None, None
+    defined = ", ".join(sorted(functions)) or "none"
+
+    def pick(field: str, tag: str) -> tuple[str | None, str]:
+        """The function's name and where it came from, or (None, what was looked for)."""
+        if field in asset:
+            name = asset[field]
+            if name not in functions:
+                errors.append(FieldError(
+                    f"{path}.{field}",
+                    f"names {name!r}, which {source.filename} does not define at top level "
+                    f"(functions defined: {defined})"))
+            return name, field
+        names = tagged.get(tag, [])
+        if len(names) > 1:
+            errors.append(FieldError(
+                f"{path}.sourceCode",
+                f"has several functions tagged '# modelop.{tag}' ({', '.join(names)}); "
+                f"tag one, or name it with {field}"))
+        return (names[0] if names else None), f"'# modelop.{tag}'"
+
+    function, origin = pick(role.function_field, role.value)
+    if function is None:
+        errors.append(FieldError(
+            path,
+            f"names no {role.value} function: looked for {role.function_field} and for a "
+            f"'# modelop.{role.value}' comment directly above a def in {source.filename} "
+            f"(functions defined: {defined})"))
+    elif function in functions and not _accepts(functions[function], 3):
+        errors.append(FieldError(
+            f"{path}.sourceCode",
+            f"{role.value} function {function!r} (from {origin}) must accept three arguments: "
+            "the lists of input, output and model attachment assets"))
+    init, origin = pick("initFunction", "init")
+    if init in functions and not _accepts(functions[init], 0):
+        errors.append(FieldError(
+            f"{path}.sourceCode",
+            f"init function {init!r} (from {origin}) must be callable with no arguments"))
+    return function, init
+
+
+def _accepts(fn: ast.FunctionDef, count: int) -> bool:
+    """True when ``fn`` can be called with ``count`` positional arguments."""
+    args = fn.args
+    positional = len(args.posonlyargs) + len(args.args)
+    required = positional - len(args.defaults)
+    required_kwonly = sum(1 for d in args.kw_defaults if d is None)
+    if required_kwonly:
+        return False
+    return required <= count and (count <= positional or args.vararg is not None)
+
+
+def _json_path(parts) -> str:
+    path = "$"
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _schema_message(err) -> str:
+    """jsonschema's message, made to say what would be accepted where it does not already."""
+    if err.validator == "required":
+        return err.message
+    if err.validator == "anyOf" and err.validator_value and all(
+            set(option) == {"required"} for option in err.validator_value):
+        names = " or ".join(repr(o["required"][0]) for o in err.validator_value)
+        return f"needs one of {names}"
+    if err.validator == "pattern":
+        return f"{err.instance!r} does not match {err.validator_value!r}"
+    if err.validator == "propertyNames":
+        return f"{err.instance!r}: keys must be spark-submit flags such as '--executor-memory'"
+    return err.message

@@ -1,0 +1,204 @@
+"""Runs spark-submit: its own process group, its output in driver.log, a recorded end.
+
+spark-submit writes straight into the job's ``driver.log`` (not into a pipe of ours), so it
+outlives whoever started it; a :class:`LogWatcher` follows the file to echo it, keep the last
+lines and pick out the driver's reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, TextIO
+
+from .command import mask_argv
+from .states import JobStatus
+
+log = logging.getLogger(__name__)
+
+TAIL_LINES = 20
+POLL_SECONDS = 0.1
+#: How long spark-submit gets to shut down after SIGTERM before the group is killed.
+TERM_GRACE_SECONDS = 5.0
+_REPORT = "sparkrunner: "
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, in words fit for a job's end reason."""
+
+    status: JobStatus
+    reason: str
+    exit_code: int | None = None
+    signal: int | None = None
+    tail: tuple[str, ...] = ()
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is JobStatus.COMPLETE
+
+
+class LogWatcher:
+    """Reads the lines appended to a log file since the last call."""
+
+    def __init__(self, path: Path, echo: TextIO | None = None, offset: int = 0):
+        self.path = Path(path)
+        self.echo = echo
+        self.offset = offset
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.error: str | None = None
+        self.application: str | None = None
+        self.ui_url: str | None = None
+        self._partial = b""
+
+    def poll(self, final: bool = False) -> list[str]:
+        """New complete lines (with ``final``, the unterminated last one too)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        data = self._partial + chunk
+        *complete, self._partial = data.split(b"\n")
+        if final and self._partial:
+            complete.append(self._partial)
+            self._partial = b""
+        lines = [raw.decode("utf-8", "replace").rstrip("\r") for raw in complete]
+        for line in lines:
+            self._note(line)
+        return lines
+
+    def _note(self, line: str) -> None:
+        if self.echo is not None:
+            self.echo.write(line + "\n")
+            self.echo.flush()
+        if line.strip():
+            self.tail.append(line)
+        if line.startswith(_REPORT + "error: "):
+            self.error = line[len(_REPORT + "error: "):]
+        elif line.startswith(_REPORT + "application: "):
+            # "sparkrunner: application: local-123 is running; Spark UI http://host:4040"
+            words = line[len(_REPORT + "application: "):].split()
+            self.application = words[0] if words else None
+            self.ui_url = words[-1] if words and words[-1].startswith("http") else None
+
+
+def end_reason(returncode: int, *, cancelled: bool = False, timeout: float | None = None,
+               error: str | None = None, tail: tuple[str, ...] = ()) -> Outcome:
+    """The outcome of a spark-submit that ended with ``returncode``.
+
+    ``timeout`` is set when the run was ended for running too long; ``error`` is the driver's
+    one-line report of a failure in model code.
+    """
+    sig = -returncode if returncode < 0 else None
+    code = returncode if returncode >= 0 else None
+    if cancelled:
+        return Outcome(JobStatus.CANCELLED, "cancelled by user", code, sig, tail)
+    if timeout is not None:
+        return Outcome(JobStatus.ERROR, f"timed out after {timeout:g} s", code, sig, tail)
+    if returncode == 0:
+        return Outcome(JobStatus.COMPLETE, "exit code 0", 0, None, tail)
+    if sig is not None:
+        return Outcome(JobStatus.ERROR, f"killed by signal {sig}", None, sig, tail)
+    detail = error or _last_error_line(tail)
+    return Outcome(JobStatus.ERROR, f"exit code {returncode}" + (f": {detail}" if detail else ""),
+                   code, None, tail)
+
+
+def _last_error_line(tail: tuple[str, ...]) -> str | None:
+    for line in reversed(tail):
+        if "Exception" in line or "Error" in line or "error:" in line:
+            return line.strip()
+    return tail[-1].strip() if tail else None
+
+
+class SparkSubmit:
+    """One spark-submit child in its own process group; its output goes to ``log_path``."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: Mapping[str, str], log_path: Path):
+        self.argv = list(argv)
+        self.cwd = Path(cwd)
+        self.env = dict(env)
+        self.log_path = Path(log_path)
+        self.process: subprocess.Popen | None = None
+        self.cancelled = False
+        self._killed_at: float | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    def start(self) -> int:
+        """Starts spark-submit and returns its pid (also its process group id)."""
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as out:
+            header = f"{_REPORT}command: {shlex.join(mask_argv(self.argv))}\n"
+            out.write(header.encode())
+            out.flush()
+            self.process = subprocess.Popen(
+                self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        log.info("Started spark-submit (pid %d) in %r.", self.process.pid, str(self.cwd))
+        return self.process.pid
+
+    def terminate(self, cancelled: bool = False) -> None:
+        """Asks the whole group to stop (SIGTERM); :meth:`wait` kills it if it lingers."""
+        self.cancelled = self.cancelled or cancelled
+        if self._killed_at is None:
+            self._killed_at = time.monotonic()
+            signal_group(self.pid, signal.SIGTERM)
+
+    def cancel(self) -> None:
+        self.terminate(cancelled=True)
+
+    def wait(self, timeout: float | None = None, echo: TextIO | None = None,
+             on_line: Callable[[LogWatcher, str], None] | None = None) -> Outcome:
+        """Follows the log until spark-submit ends; ends it after ``timeout`` seconds."""
+        assert self.process is not None, "not started"
+        watcher = LogWatcher(self.log_path, echo)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timed_out = False
+        while True:
+            for line in watcher.poll():
+                if on_line is not None:
+                    on_line(watcher, line)
+            if self.process.poll() is not None:
+                break
+            now = time.monotonic()
+            if deadline is not None and now > deadline and not timed_out and not self.cancelled:
+                timed_out = True
+                log.info("spark-submit (pid %d) ran past its timeout of %g s; ending it.", self.pid, timeout)
+                self.terminate()
+            if self._killed_at is not None and now - self._killed_at > TERM_GRACE_SECONDS:
+                signal_group(self.pid, signal.SIGKILL)
+            time.sleep(POLL_SECONDS)
+        # Whatever the group left behind (Python workers, a JVM ignoring SIGTERM) goes too.
+        signal_group(self.pid, signal.SIGKILL)
+        for line in watcher.poll(final=True):
+            if on_line is not None:
+                on_line(watcher, line)
+        return end_reason(self.process.returncode, cancelled=self.cancelled,
+                          timeout=timeout if timed_out else None,
+                          error=watcher.error, tail=tuple(watcher.tail))
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Sends ``sig`` to a process group; a group that is already gone is not an error."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.warning("Not allowed to signal process group %d.", pgid)
+        return False

@@ -1,0 +1,96 @@
+"""Lays out a job's working directory: sources, metadata module, driver, FILE assets, job.json.
+
+The directory is written under a temporary name beside its destination and renamed into place,
+so a half-written working directory is never seen under the real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pprint
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from .errors import WorkdirError
+from .jobspec import (DRIVER_FILENAME, JOB_FILENAME, METADATA_FILENAME, JobSpec,
+                      filename_problem)
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def driver_source() -> str:
+    """The fixed driver script copied into every working directory."""
+    return resources.files("sparkrunner").joinpath("driver.py").read_text()
+
+
+def metadata_source(spec: JobSpec, job_id: str) -> str:
+    """The job metadata module: what the driver calls, and with what, as Python literals."""
+    inputs, outputs, attachments = spec.asset_lists()
+    values = {
+        "job_id": job_id,
+        "job_type": spec.job_type,
+        "primary_source": spec.primary.filename,
+        "function_role": spec.role.value,
+        "method_to_be_executed": spec.function,
+        "init_function": spec.init_function,
+        "job_input": inputs,
+        "job_output": outputs,
+        "job_model_assets_input": attachments,
+    }
+    lines = [f'"""Job metadata for job {job_id}, written by sparkrunner; read by the driver."""', ""]
+    lines += [f"{name} = {pprint.pformat(value, width=100, sort_dicts=False)}" for name, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render(spec: JobSpec, dest: Path, job_id: str) -> Path:
+    """Lays out ``spec`` in ``dest`` (which must not exist, or be empty) and returns its path."""
+    dest = Path(dest).absolute()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise WorkdirError(f"working directory {str(dest)!r} already exists and is not empty")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as exc:
+        raise WorkdirError(f"cannot create working directory {str(dest)!r}: {exc.strerror}") from exc
+    try:
+        files: dict[str, bytes] = {
+            spec.primary.filename: spec.primary.text.encode("utf-8"),
+            METADATA_FILENAME: metadata_source(spec, job_id).encode("utf-8"),
+            DRIVER_FILENAME: driver_source().encode("utf-8"),
+            JOB_FILENAME: json.dumps(spec.document, indent=2).encode("utf-8"),
+        }
+        files.update((m.filename, m.text.encode("utf-8")) for m in spec.modules)
+        files.update((f.filename, f.data) for f in spec.files)
+        for name, data in files.items():
+            write_file(tmp, name, data)
+        os.chmod(tmp, DIR_MODE)
+        os.rename(tmp, dest)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise WorkdirError(f"cannot lay out working directory {str(dest)!r}: {exc}") from exc
+        raise
+    return dest
+
+
+def write_file(directory: Path, name: str, data: bytes) -> Path:
+    """Writes ``data`` to ``directory/name``, refusing any name that would land elsewhere.
+
+    Checked twice: the name itself, and the resolved path's parent against the resolved
+    directory; the file is created exclusively and never through a symbolic link.
+    """
+    problem = filename_problem(name, reserved=frozenset())
+    if problem:
+        raise WorkdirError(f"{name!r} {problem}")
+    root = Path(directory).resolve()
+    path = root / name
+    if path.resolve().parent != root:
+        raise WorkdirError(f"{name!r} would be written outside {str(root)!r}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return path
