@@ -1,0 +1,34 @@
+# sparkrunner: `make demo` runs the example jobs end to end; `make test` runs the test suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test test-fast check-java venv bench-overhead clean
+
+demo: check-java $(STAMP)
+	$(PY) jobs/demo.py build/demo
+
+test: check-java $(STAMP)
+	$(PY) -m pytest
+
+# The unit tests only: no JVM is started.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not e2e"
+
+check-java:
+	@scripts/check-java
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[service,test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+bench-overhead: check-java $(STAMP)
+	$(PY) bench/overhead.py
+
+clean:
+	rm -rf build .pytest_cache

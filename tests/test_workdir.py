@@ -1,0 +1,106 @@
+"""Laying out the working directory: contents, atomicity, and names that must not escape."""
+
+import ast
+import base64
+import os
+
+import pytest
+
+from conftest import make_job
+from sparkrunner.errors import WorkdirError
+from sparkrunner.jobspec import validate
+from sparkrunner.workdir import render, write_file
+
+
+def literals(path) -> dict:
+    """The module-level assignments of a Python file, evaluated as literals."""
+    tree = ast.parse(path.read_text())
+    return {node.targets[0].id: ast.literal_eval(node.value)
+            for node in tree.body if isinstance(node, ast.Assign)}
+
+
+def full_job():
+    return make_job(
+        name="titanic-spark.py",
+        assets=[{"assetType": "SOURCE_CODE", "primaryModelSource": False, "name": "helpers.py", "sourceCode": "X = 1\n"},
+                {"assetType": "FILE", "filename": "notes.txt", "content": "héllo"},
+                {"assetType": "FILE", "filename": "blob.bin", "contentEncoding": "base64",
+                 "content": base64.b64encode(b"\x00\xff").decode()},
+                {"assetType": "EXTERNAL_FILE", "name": "weights", "fileUrl": "hdfs:///m/w", "assetRole": "MODEL_ATTACHMENT"}],
+        inputData=[{"assetType": "EXTERNAL_FILE", "name": "in", "fileUrl": "file:///d/in.csv", "fileFormat": "CSV",
+                    "flag": True, "nothing": None}],
+        outputData=[], createdBy="alice")
+
+
+def test_the_working_directory_holds_everything_the_driver_needs(tmp_path):
+    spec = validate(full_job())
+    workdir = render(spec, tmp_path / "run", "job-1")
+    assert sorted(os.listdir(workdir)) == sorted([
+        "titanic-spark.py", "helpers.py", "notes.txt", "blob.bin", "job.json",
+        "sparkrunner_driver.py", "sparkrunner_job_metadata.py"])
+    assert (workdir / "titanic-spark.py").read_text() == spec.primary.text
+    assert (workdir / "notes.txt").read_text(encoding="utf-8") == "héllo"
+    assert (workdir / "blob.bin").read_bytes() == b"\x00\xff"
+    assert '"createdBy": "alice"' in (workdir / "job.json").read_text()
+    meta = literals(workdir / "sparkrunner_job_metadata.py")
+    assert meta["job_id"] == "job-1"
+    assert meta["primary_source"] == "titanic-spark.py"
+    assert (meta["method_to_be_executed"], meta["init_function"]) == ("score", "begin")
+    assert meta["job_input"] == [{"assetType": "EXTERNAL_FILE", "name": "in", "fileUrl": "file:///d/in.csv",
+                                  "fileFormat": "CSV", "flag": True, "nothing": None}]
+    assert meta["job_output"] == []
+    assert [a["name"] for a in meta["job_model_assets_input"]] == ["weights"]
+    # Private to the service user.
+    assert (workdir.stat().st_mode & 0o777) == 0o700
+    assert {(p.stat().st_mode & 0o777) for p in workdir.iterdir()} == {0o600}
+
+
+def test_nothing_is_left_behind_when_laying_out_fails(tmp_path, monkeypatch):
+    spec = validate(full_job())
+    import sparkrunner.workdir as workdir_module
+
+    real = workdir_module.write_file
+    def fail_on_blob(directory, name, data):
+        if name == "blob.bin":
+            raise OSError(28, "No space left on device")
+        return real(directory, name, data)
+    monkeypatch.setattr(workdir_module, "write_file", fail_on_blob)
+    with pytest.raises(WorkdirError, match="No space left on device"):
+        render(spec, tmp_path / "run", "job-1")
+    assert os.listdir(tmp_path) == []  # neither the directory nor its temporary twin
+
+
+def test_an_existing_non_empty_directory_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    with pytest.raises(WorkdirError, match="already exists and is not empty"):
+        render(validate(make_job()), tmp_path / "run", "job-1")
+    assert os.listdir(tmp_path / "run") == ["keep.txt"]
+    (tmp_path / "empty").mkdir()
+    assert render(validate(make_job()), tmp_path / "empty", "job-2").is_dir()
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/x", "a/b", "..", "x\x00"])
+def test_write_file_refuses_names_outside_the_directory(tmp_path, name):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(WorkdirError):
+        write_file(tmp_path / "d", name, b"x")
+    assert os.listdir(tmp_path) == ["d"] and os.listdir(tmp_path / "d") == []
+
+
+def test_write_file_never_follows_a_link(tmp_path):
+    (tmp_path / "d").mkdir()
+    target = tmp_path / "target.txt"
+    target.write_text("untouched")
+    os.symlink(target, tmp_path / "d" / "notes.txt")
+    with pytest.raises((WorkdirError, OSError)):
+        write_file(tmp_path / "d", "notes.txt", b"overwritten")
+    assert target.read_text() == "untouched"
+
+
+def test_a_workdir_that_is_itself_a_link_to_a_sibling_cannot_be_escaped(tmp_path):
+    (tmp_path / "workdir").mkdir()
+    (tmp_path / "workdirX").mkdir()
+    with pytest.raises(WorkdirError):
+        write_file(tmp_path / "workdir", "../workdirX/f", b"x")
+    assert os.listdir(tmp_path / "workdirX") == []
