@@ -71,6 +71,33 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--timeout", type=float, metavar="SECONDS",
                      help="end the run after this long (default: the job's timeoutSeconds)")
     sub.add_argument("-q", "--quiet", action="store_true", help="do not echo spark-submit's output")
+
+    sub = command("serve", cmd_serve, "run the job service (REST) until interrupted")
+    sub.add_argument("--host", help="address to bind (configuration: service.host; default 127.0.0.1)")
+    sub.add_argument("--port", type=int, help="port (configuration: service.port; default 8765)")
+    sub.add_argument("--data-dir", type=Path, help="job store and working directories (configuration: data_dir)")
+
+    def client_command(name: str, handler, help: str) -> argparse.ArgumentParser:
+        sub = command(name, handler, help)
+        sub.add_argument("--url", help="the service (default: $SPARKRUNNER_URL, else http://127.0.0.1:8765)")
+        return sub
+
+    sub = client_command("submit", cmd_submit, "submit a job to the service and print its id")
+    sub.add_argument("job", help="job document (JSON), or - for standard input")
+    sub.add_argument("--wait", action="store_true",
+                     help="follow the job's state and log; exit 0 if it completes, 1 otherwise")
+    sub.add_argument("--idempotency-key", help="submitting again with this key returns the first job")
+    sub = client_command("status", cmd_status, "show a job")
+    sub.add_argument("id")
+    sub = client_command("logs", cmd_logs, "print a job's driver log")
+    sub.add_argument("id")
+    sub.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    sub = client_command("cancel", cmd_cancel, "cancel a job")
+    sub.add_argument("id")
+    sub = client_command("list", cmd_list, "list jobs, newest first")
+    sub.add_argument("--status", action="append", help="only jobs in this state (repeatable)")
+    sub.add_argument("--type", dest="job_type", help="only jobs of this jobType")
+    sub.add_argument("--size", type=int, default=20, help="how many (default 20)")
     return parser
 
 
@@ -169,6 +196,105 @@ def cmd_run(args) -> int:
     print(f"sparkrunner: log {workdir / LOG_FILENAME}" +
           (f", result {result}" if result.exists() else ""), file=sys.stderr)
     return EXIT_OK if outcome.succeeded else EXIT_FAILED
+
+
+def cmd_serve(args) -> int:
+    import dataclasses
+
+    import uvicorn
+
+    from .api import create_app
+
+    settings = _settings(args)
+    service = dataclasses.replace(settings.service, **{k: v for k, v in
+                                  (("host", args.host), ("port", args.port)) if v is not None})
+    settings = settings.with_overrides(service=service)
+    print(f"sparkrunner: serving on http://{service.host}:{service.port} "
+          f"(data in {settings.data_dir}, at most {service.max_concurrent_jobs} jobs at once)",
+          file=sys.stderr, flush=True)
+    uvicorn.run(create_app(settings), host=service.host, port=service.port,
+                log_level="info" if args.verbose else "warning")
+    return EXIT_OK
+
+
+def _client(args):
+    from .client import Client
+
+    return Client(args.url)
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def cmd_submit(args) -> int:
+    from .client import ApiError
+    from .jobspec import parse_document
+
+    text = sys.stdin.buffer.read() if args.job == "-" else _read(args.job)
+    client = _client(args)
+    try:
+        job = client.submit(parse_document(text), idempotency_key=args.idempotency_key)
+    except ApiError as exc:
+        if exc.status == 422:
+            raise JobInvalid([_field_error(e) for e in exc.errors]) from exc
+        raise
+    print(job["id"], flush=True)
+    if not args.wait:
+        return EXIT_OK
+    job = client.wait(job["id"], on_line=print)
+    print(f"sparkrunner: {job['jobStatus']}: {job['reason']}", file=sys.stderr)
+    return EXIT_OK if job["jobStatus"] == "COMPLETE" else EXIT_FAILED
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read job file {path!r}: {exc.strerror}") from exc
+
+
+def _field_error(error: dict):
+    from .errors import FieldError
+
+    return FieldError(error.get("path", "$"), error.get("message", ""))
+
+
+def cmd_status(args) -> int:
+    _print_json(_client(args).get(args.id))
+    return EXIT_OK
+
+
+def cmd_logs(args) -> int:
+    client = _client(args)
+    if args.follow:
+        job = client.wait(args.id, on_line=print)
+        return EXIT_OK if job["jobStatus"] == "COMPLETE" else EXIT_FAILED
+    start = 0
+    while True:
+        page = client.log(args.id, start=start, size=1000)
+        for line in page["log"]:
+            print(line)
+        start = page["from"] + len(page["log"])
+        if start >= page["total"]:
+            return EXIT_OK
+
+
+def cmd_cancel(args) -> int:
+    job = _client(args).cancel(args.id)
+    print(f"{job['id']}: {job['jobStatus']}" + (" (cancel requested)" if job["cancelRequested"] and
+                                                 job["jobStatus"] in ("WAITING", "RUNNING") else ""))
+    return EXIT_OK
+
+
+def cmd_list(args) -> int:
+    page = _client(args).list(status=args.status, job_type=args.job_type, size=args.size)
+    print(f"{'ID':36}  {'STATUS':9}  {'TYPE':24}  {'CREATED':24}  NAME")
+    for job in page["jobs"]:
+        print(f"{job['id']:36}  {job['jobStatus']:9}  {job['jobType']:24}  {job['createdDate']:24}  {job['name']}")
+    if page["total"] > len(page["jobs"]):
+        print(f"({len(page['jobs'])} of {page['total']})")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

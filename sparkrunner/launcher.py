@@ -1,17 +1,19 @@
 """Runs spark-submit: its own process group, its output in driver.log, a recorded end.
 
-spark-submit writes straight into the job's ``driver.log`` (not into a pipe of ours), so it
-outlives whoever started it; a :class:`LogWatcher` follows the file to echo it, keep the last
+spark-submit writes straight into the job's ``driver.log`` (not into a pipe of ours) and its
+supervisor records its exit status, so it outlives whoever started it; a :class:`LogWatcher` follows the file to echo it, keep the last
 lines and pick out the driver's reports.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Mapping, TextIO
 
 from .command import mask_argv
+from .jobspec import EXIT_FILENAME
 from .states import JobStatus
 
 log = logging.getLogger(__name__)
@@ -92,13 +95,21 @@ class LogWatcher:
             self.ui_url = words[-1] if words and words[-1].startswith("http") else None
 
 
-def end_reason(returncode: int, *, cancelled: bool = False, timeout: float | None = None,
+#: Only a run attached after a restart can end with no exit status recorded.
+LOST_REASON = "lost: the service restarted and the job's process was gone"
+
+
+def end_reason(returncode: int | None, *, cancelled: bool = False, timeout: float | None = None,
                error: str | None = None, tail: tuple[str, ...] = ()) -> Outcome:
     """The outcome of a spark-submit that ended with ``returncode``.
 
     ``timeout`` is set when the run was ended for running too long; ``error`` is the driver's
     one-line report of a failure in model code.
     """
+    if returncode is None:
+        if cancelled:
+            return Outcome(JobStatus.CANCELLED, "cancelled by user", tail=tail)
+        return Outcome(JobStatus.ERROR, LOST_REASON, tail=tail)
     sig = -returncode if returncode < 0 else None
     code = returncode if returncode >= 0 else None
     if cancelled:
@@ -122,39 +133,57 @@ def _last_error_line(tail: tuple[str, ...]) -> str | None:
 
 
 class SparkSubmit:
-    """One spark-submit child in its own process group; its output goes to ``log_path``."""
+    """One spark-submit in its own process group, under :mod:`sparkrunner.supervise`.
 
-    def __init__(self, argv: list[str], cwd: Path, env: Mapping[str, str], log_path: Path):
+    Output goes to ``log_path``; the supervisor writes the exit status to ``exit_file``, so the
+    end can be told even by a process that did not start it (see :meth:`attach`).
+    """
+
+    def __init__(self, argv: list[str], cwd: Path, env: Mapping[str, str], log_path: Path,
+                 exit_file: Path | None = None):
         self.argv = list(argv)
         self.cwd = Path(cwd)
         self.env = dict(env)
         self.log_path = Path(log_path)
+        self.exit_file = Path(exit_file) if exit_file else self.cwd / EXIT_FILENAME
         self.process: subprocess.Popen | None = None
+        self.pid: int | None = None
+        self.start_time: str | None = None
         self.cancelled = False
         self._killed_at: float | None = None
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, "not started"
-        return self.process.pid
+    @classmethod
+    def attach(cls, pid: int | None, start_time: str | None, cwd: Path, log_path: Path,
+               exit_file: Path | None = None) -> "SparkSubmit":
+        """A handle on a run started earlier, by this or another process."""
+        run = cls([], cwd, {}, log_path, exit_file)
+        run.pid, run.start_time = pid, start_time
+        return run
 
     def start(self) -> int:
-        """Starts spark-submit and returns its pid (also its process group id)."""
+        """Starts spark-submit and returns the pid of its group's leader (the supervisor)."""
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as out:
-            header = f"{_REPORT}command: {shlex.join(mask_argv(self.argv))}\n"
-            out.write(header.encode())
+            out.write(f"{_REPORT}command: {shlex.join(mask_argv(self.argv))}\n".encode())
             out.flush()
             self.process = subprocess.Popen(
-                self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-        log.info("Started spark-submit (pid %d) in %r.", self.process.pid, str(self.cwd))
-        return self.process.pid
+                [sys.executable, "-m", "sparkrunner.supervise", str(self.exit_file), "--", *self.argv],
+                cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        self.pid = self.process.pid
+        self.start_time = process_start_time(self.pid)
+        log.info("Started spark-submit (group %d) in %r.", self.pid, str(self.cwd))
+        return self.pid
+
+    def is_running(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.pid is not None and process_start_time(self.pid) == self.start_time
 
     def terminate(self, cancelled: bool = False) -> None:
         """Asks the whole group to stop (SIGTERM); :meth:`wait` kills it if it lingers."""
         self.cancelled = self.cancelled or cancelled
-        if self._killed_at is None:
+        if self._killed_at is None and self.pid is not None and self.is_running():
             self._killed_at = time.monotonic()
             signal_group(self.pid, signal.SIGTERM)
 
@@ -163,8 +192,7 @@ class SparkSubmit:
 
     def wait(self, timeout: float | None = None, echo: TextIO | None = None,
              on_line: Callable[[LogWatcher, str], None] | None = None) -> Outcome:
-        """Follows the log until spark-submit ends; ends it after ``timeout`` seconds."""
-        assert self.process is not None, "not started"
+        """Follows the log until the run ends; ends it after ``timeout`` more seconds."""
         watcher = LogWatcher(self.log_path, echo)
         deadline = None if timeout is None else time.monotonic() + timeout
         timed_out = False
@@ -172,24 +200,48 @@ class SparkSubmit:
             for line in watcher.poll():
                 if on_line is not None:
                     on_line(watcher, line)
-            if self.process.poll() is not None:
+            if not self.is_running():
                 break
             now = time.monotonic()
             if deadline is not None and now > deadline and not timed_out and not self.cancelled:
                 timed_out = True
-                log.info("spark-submit (pid %d) ran past its timeout of %g s; ending it.", self.pid, timeout)
+                log.info("spark-submit (group %d) ran past its timeout of %g s; ending it.", self.pid, timeout)
                 self.terminate()
             if self._killed_at is not None and now - self._killed_at > TERM_GRACE_SECONDS:
                 signal_group(self.pid, signal.SIGKILL)
             time.sleep(POLL_SECONDS)
-        # Whatever the group left behind (Python workers, a JVM ignoring SIGTERM) goes too.
-        signal_group(self.pid, signal.SIGKILL)
+        if self.process is not None:
+            # Whatever the group left behind (Python workers, a JVM ignoring SIGTERM) goes too.
+            signal_group(self.pid, signal.SIGKILL)
         for line in watcher.poll(final=True):
             if on_line is not None:
                 on_line(watcher, line)
-        return end_reason(self.process.returncode, cancelled=self.cancelled,
+        return end_reason(self.returncode(), cancelled=self.cancelled,
                           timeout=timeout if timed_out else None,
                           error=watcher.error, tail=tuple(watcher.tail))
+
+    def returncode(self) -> int | None:
+        """spark-submit's exit status as the supervisor recorded it; None when nobody did."""
+        try:
+            return int(json.loads(self.exit_file.read_text())["returncode"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if self.process is not None and self.process.returncode is not None and self.process.returncode < 0:
+            return self.process.returncode  # the supervisor itself was killed
+        return None
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time of a live process (clock ticks since boot), None if gone or a zombie.
+
+    Recorded with a pid, it tells a reused pid from the process that was started.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
 
 
 def signal_group(pgid: int, sig: int) -> bool:

@@ -1,0 +1,181 @@
+"""The REST interface (FastAPI): submit, list, inspect, page the log of, and cancel jobs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import sqlite3
+import time
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from . import __version__
+from .config import Settings
+from .errors import JobInvalid
+from .jobspec import JOB_TYPES, parse_document, schema
+from .service import JobService
+from .states import ACTIVE_STATES, JobStatus
+from .store import JobNotFound, JobRecord
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 1000
+JobTypeName = Literal["MODEL_BATCH_JOB", "MODEL_BATCH_TEST_JOB", "MODEL_BATCH_TRAINING_JOB"]
+assert set(JobTypeName.__args__) == set(JOB_TYPES)
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def job_view(record: JobRecord, service: JobService | None = None) -> dict[str, Any]:
+    """A job as the API shows it; with ``service``, also its log tail and result."""
+    now = time.time()
+    started_or_now = record.started or (record.ended if record.status.is_terminal else now)
+    view = {
+        "id": record.id,
+        "jobStatus": record.status.value,
+        "jobType": record.job_type,
+        "name": record.name,
+        "createdDate": _iso(record.created),
+        "startDate": _iso(record.started),
+        "endDate": _iso(record.ended),
+        "waitSeconds": round((started_or_now or now) - record.created, 3),
+        "runSeconds": round((record.ended or now) - record.started, 3) if record.started else None,
+        "reason": record.reason,
+        "exitCode": record.exit_code,
+        "signal": record.signal,
+        "timeoutSeconds": record.timeout_seconds,
+        "cancelRequested": record.cancel_requested,
+        "sparkApplicationId": record.app_id,
+        "sparkUiUrl": record.ui_url if record.status in ACTIVE_STATES else None,
+    }
+    if service is not None:
+        view["logTail"] = service.log_tail(record)
+        view["result"] = service.result(record)
+        view["links"] = {"self": f"/jobs/{record.id}", "log": f"/jobs/{record.id}/log",
+                         "cancel": f"/jobs/{record.id}/cancel"}
+    return view
+
+
+def _error(status: int, detail: str, **extra) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+def create_app(settings: Settings, service: JobService | None = None) -> FastAPI:
+    """The REST app over ``service`` (made from ``settings`` and started with the app if None)."""
+    owns_service = service is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if owns_service:
+            app.state.service = JobService(settings).start()
+        try:
+            yield
+        finally:
+            if owns_service:
+                app.state.service.close()
+
+    app = FastAPI(title="sparkrunner", version=__version__, lifespan=lifespan,
+                  description="Run ModelOp-style modelBatchJob documents on Apache Spark.")
+    app.state.service = service
+
+    def svc() -> JobService:
+        return app.state.service
+
+    def owner_of(request: Request) -> str:
+        return getattr(request.state, "user", "")
+
+    def find(request: Request, job_id: str) -> JobRecord:
+        record = svc().get(job_id)
+        if record.owner != owner_of(request):
+            raise JobNotFound(job_id)  # another user's job does not exist for you
+        return record
+
+    @app.exception_handler(JobNotFound)
+    async def not_found(request: Request, exc: JobNotFound):
+        return _error(404, str(exc))
+
+    @app.post("/jobs", status_code=201, summary="Submit a job",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {"$ref": "#/components/schemas/ModelBatchJob"}}}}},
+              responses={201: {"description": "Stored and queued"},
+                         200: {"description": "An earlier job with the same Idempotency-Key"},
+                         422: {"description": "The job is invalid; every problem is listed"},
+                         503: {"description": "The job could not be stored; nothing was kept"}})
+    async def submit(request: Request,
+                     idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
+        # The body is read raw, so that a bad document gets our own 422 listing every problem.
+        body = await request.body()
+        try:
+            record, created = await run_in_threadpool(
+                svc().submit, parse_document(body), owner=owner_of(request),
+                idempotency_key=idempotency_key)
+        except JobInvalid as exc:
+            return _error(422, f"the job is invalid: {len(exc.errors)} problem(s)", errors=exc.as_dicts())
+        except sqlite3.Error as exc:
+            log.error("Could not store a job: %s", exc)
+            return _error(503, f"the job could not be stored: {exc}")
+        return JSONResponse(job_view(record, svc()), status_code=201 if created else 200,
+                            headers={"Location": f"/jobs/{record.id}"})
+
+    @app.get("/jobs", summary="List jobs, newest first")
+    def list_jobs(request: Request,
+                  job_status: list[JobStatus] | None = Query(None, alias="jobStatus"),
+                  job_type: JobTypeName | None = Query(None, alias="jobType"),
+                  start: int = Query(0, alias="from", ge=0),
+                  size: int = Query(20, ge=1, le=MAX_PAGE)):
+        records, total = svc().store.list(status=job_status, job_type=job_type,
+                                          owner=owner_of(request), offset=start, limit=size)
+        return {"from": start, "size": len(records), "total": total,
+                "jobs": [job_view(r) for r in records]}
+
+    @app.get("/jobs/{job_id}", summary="A job: state, times, end reason, log tail, result")
+    def get_job(request: Request, job_id: str):
+        return job_view(find(request, job_id), svc())
+
+    @app.get("/jobs/{job_id}/log", summary="Page through a job's driver log")
+    def get_log(request: Request, job_id: str, start: int | None = Query(None, alias="from", ge=0),
+                size: int = Query(100, ge=1, le=10_000)):
+        record = find(request, job_id)
+        begin, total, lines = svc().read_log(record, start, size)
+        return {"id": record.id, "from": begin, "total": total, "log": lines}
+
+    @app.post("/jobs/{job_id}/cancel", summary="Cancel a job (repeatable)")
+    def cancel(request: Request, job_id: str):
+        find(request, job_id)
+        return job_view(svc().cancel(job_id), svc())
+
+    @app.get("/healthz", summary="Liveness")
+    def healthz():
+        return {"status": "ok", "version": __version__}
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description,
+                               routes=app.routes)
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(openapi_job_schemas())
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def openapi_job_schemas() -> dict[str, Any]:
+    """The job schema's definitions as OpenAPI components, with references rewritten."""
+    text = json.dumps(copy.deepcopy(schema())).replace('"#/$defs/', '"#/components/schemas/')
+    job = json.loads(text)
+    defs = job.pop("$defs")
+    job.pop("$schema", None)
+    job.pop("$id", None)
+    return {"ModelBatchJob": job, **defs}

@@ -1,0 +1,245 @@
+"""The job service: the one owner of a job's trip from submit to its end.
+
+It validates and stores a job before acknowledging it, starts queued jobs first come first
+served within ``max_concurrent_jobs``, follows each spark-submit to its end, cancels, ends
+overrunning jobs, and on start reconciles whatever the last run of the service left unfinished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from .command import build_argv, child_env, job_settings, spark_submit_path
+from .config import Settings
+from .errors import SparkRunnerError
+from .jobspec import EXIT_FILENAME, LOG_FILENAME, RESULT_FILENAME, JobSpec, validate
+from .launcher import LogWatcher, Outcome, SparkSubmit, process_start_time
+from .states import ACTIVE_STATES, JobStatus
+from .store import IllegalMove, JobRecord, JobStore
+from .workdir import DIR_MODE, render
+
+log = logging.getLogger(__name__)
+
+CANCELLED_REASON = "cancelled by user"
+
+
+class JobService:
+    """Submit, schedule, follow, cancel and recover jobs; thread-safe."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.jobs_dir = self.data_dir / "jobs"
+        for directory in (self.data_dir, self.jobs_dir):
+            directory.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            directory.chmod(DIR_MODE)
+        self.store = JobStore(self.data_dir / "jobs.db")
+        self.max_running = max(1, settings.service.max_concurrent_jobs)
+        self._spark_submit = spark_submit_path(settings)
+        self._env = child_env(settings)
+        self._runs: dict[str, SparkSubmit] = {}
+        self._lock = threading.RLock()  # guards _runs and every launch or cancel decision
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._scheduler: threading.Thread | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> "JobService":
+        """Reconciles unfinished jobs, then starts scheduling."""
+        self.reconcile()
+        self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
+        self._scheduler.start()
+        self._wake.set()
+        return self
+
+    def close(self) -> None:
+        """Stops scheduling. Running spark-submits go on; the next start re-attaches them."""
+        self._stopping.set()
+        self._wake.set()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=5)
+        self.store.close()
+
+    def reconcile(self) -> None:
+        """Re-attaches live runs of unfinished jobs and ends those whose process is gone."""
+        for record in self.store.unfinished():
+            if record.status is JobStatus.CREATED:
+                continue  # the scheduler starts it in turn
+            workdir = Path(record.workdir or self.jobs_dir / record.id)
+            alive = record.pid is not None and process_start_time(record.pid) == record.pid_start
+            run = SparkSubmit.attach(record.pid if alive else None, record.pid_start, workdir,
+                                     workdir / LOG_FILENAME, workdir / EXIT_FILENAME)
+            log.info("Job %s was %s; its process is %s.", record.id, record.status,
+                     "alive: re-attaching" if alive else "gone")
+            with self._lock:
+                if record.cancel_requested:
+                    run.cancel()
+                self._follow_in_background(record, run)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def submit(self, document: dict, owner: str = "", idempotency_key: str | None = None
+               ) -> tuple[JobRecord, bool]:
+        """Validates and stores a job; returns (job, created). Raises JobInvalid.
+
+        With an idempotency key already used by ``owner``, the earlier job is returned and
+        nothing new is stored or run.
+        """
+        spec = validate(document)
+        job_settings(spec, self.settings.policy.allow)  # a refused setting refuses the job now
+        timeout = spec.timeout_seconds or self.settings.service.default_timeout_seconds or None
+        record, created = self.store.create(
+            id=str(uuid.uuid4()), owner=owner, idempotency_key=idempotency_key,
+            job_type=spec.job_type, name=spec.name, document=dict(spec.document),
+            timeout_seconds=timeout)
+        if created:
+            log.info("Job %s (%s %r) stored and queued.", record.id, spec.job_type, spec.name)
+            self._wake.set()
+        return record, created
+
+    def get(self, job_id: str) -> JobRecord:
+        return self.store.get(job_id)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancels a job; repeatable, and a finished job is left as it is."""
+        with self._lock:
+            record = self.store.get(job_id)
+            if record.status is JobStatus.CREATED:
+                return self.store.move(job_id, JobStatus.CANCELLED, CANCELLED_REASON, ended=time.time()) or record
+            if record.status in ACTIVE_STATES:
+                if not record.cancel_requested:
+                    record = self.store.update(job_id, cancel_requested=True)
+                run = self._runs.get(job_id)
+                if run is not None:
+                    run.cancel()
+            return record
+
+    def read_log(self, record: JobRecord, start: int | None, size: int) -> tuple[int, int, list[str]]:
+        """(from, total, lines) of the job's driver log, Livy-style: with no ``start``, the
+        last ``size`` lines."""
+        path = Path(record.workdir or self.jobs_dir / record.id) / LOG_FILENAME
+        try:
+            with open(path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except FileNotFoundError:
+            lines = []
+        total = len(lines)
+        begin = max(0, total - size) if start is None else min(max(0, start), total)
+        return begin, total, lines[begin:begin + size]
+
+    def result(self, record: JobRecord):
+        """The job's result.json, parsed; None when it has none."""
+        if not record.workdir:
+            return None
+        try:
+            return json.loads((Path(record.workdir) / RESULT_FILENAME).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def log_tail(self, record: JobRecord, lines: int = 20) -> list[str]:
+        return self.read_log(record, None, lines)[2]
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self._launch_queued()
+            except Exception:  # the scheduler must outlive any one job's trouble
+                log.exception("Scheduling failed; trying again.")
+                time.sleep(1.0)
+
+    def _launch_queued(self) -> None:
+        with self._lock:
+            free = self.max_running - len(self._runs)
+            if free <= 0:
+                return
+            queued, _ = self.store.list(status=[JobStatus.CREATED], limit=free, oldest_first=True)
+            for record in queued:
+                self._launch(record)
+
+    def _launch(self, record: JobRecord) -> None:
+        """Lays out and starts one queued job (called with the lock held)."""
+        workdir = self.jobs_dir / record.id
+        try:
+            spec: JobSpec = validate(json.loads(record.document))
+            argv = build_argv(self.settings, spec, workdir, self._spark_submit)
+            if workdir.exists():
+                shutil.rmtree(workdir)  # a layout the last service run left before starting
+            render(spec, workdir, record.id)
+        except (SparkRunnerError, OSError, ValueError) as exc:
+            log.warning("Job %s cannot start: %s", record.id, exc)
+            self.store.move(record.id, JobStatus.ERROR, f"cannot start: {exc}", ended=time.time())
+            return
+        # WAITING is saved before the process starts: a crash in between leaves a job the next
+        # start finds without a process and ends as lost, never one running unrecorded.
+        record = self.store.move(record.id, JobStatus.WAITING, started=time.time(), workdir=str(workdir))
+        run = SparkSubmit(argv, workdir, self._env, workdir / LOG_FILENAME, workdir / EXIT_FILENAME)
+        try:
+            pid = run.start()
+        except OSError as exc:
+            self.store.move(record.id, JobStatus.ERROR, f"cannot start spark-submit: {exc}", ended=time.time())
+            return
+        record = self.store.update(record.id, pid=pid, pid_start=run.start_time)
+        self._follow_in_background(record, run)
+
+    def _follow_in_background(self, record: JobRecord, run: SparkSubmit) -> None:
+        self._runs[record.id] = run
+        threading.Thread(target=self._follow, args=(record, run), name=f"job-{record.id}",
+                         daemon=True).start()
+
+    def _follow(self, record: JobRecord, run: SparkSubmit) -> None:
+        """Follows one run to its end and records how it ended."""
+        job_id = record.id
+        timeout = None
+        if record.timeout_seconds:
+            timeout = max(0.0, record.timeout_seconds - (time.time() - (record.started or time.time())))
+
+        def on_line(watcher: LogWatcher, line: str) -> None:
+            if watcher.application and line.startswith("sparkrunner: application: "):
+                try:
+                    self.store.move(job_id, JobStatus.RUNNING, running=time.time(),
+                                    app_id=watcher.application, ui_url=watcher.ui_url)
+                except IllegalMove:
+                    pass  # already ended (or re-reading the log of a job that ran on)
+
+        try:
+            outcome = run.wait(timeout=timeout, on_line=on_line)
+        except Exception as exc:  # never leave a job active because following it failed
+            log.exception("Following job %s failed.", job_id)
+            outcome = Outcome(JobStatus.ERROR, f"lost: following the job failed: {exc}")
+        self._finish(job_id, outcome)
+
+    def _finish(self, job_id: str, outcome: Outcome) -> None:
+        with self._lock:
+            self._runs.pop(job_id, None)
+            if self.store.get(job_id).cancel_requested and outcome.status is not JobStatus.CANCELLED:
+                outcome = Outcome(JobStatus.CANCELLED, CANCELLED_REASON, outcome.exit_code,
+                                  outcome.signal, outcome.tail)
+            try:
+                self.store.move(job_id, outcome.status, outcome.reason, ended=time.time(),
+                                exit_code=outcome.exit_code, signal=outcome.signal)
+            except IllegalMove as exc:
+                log.warning("Job %s ended, but %s.", job_id, exc)
+            log.info("Job %s ended %s: %s", job_id, outcome.status, outcome.reason)
+        self._wake.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no job is queued or running (for tests and orderly shutdowns)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.store.unfinished():
+                return True
+            time.sleep(0.1)
+        return False

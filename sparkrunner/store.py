@@ -1,0 +1,233 @@
+"""The durable job store: SQLite in WAL mode, behind a small interface.
+
+A job's state changes only through :meth:`JobStore.move`, which checks the move is allowed and
+saves it in the same transaction. Every write is committed (and synced) before it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import SparkRunnerError
+from .states import ACTIVE_STATES, JobStatus, can_move
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    owner            TEXT NOT NULL DEFAULT '',
+    idempotency_key  TEXT,
+    job_type         TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    reason           TEXT,
+    document         TEXT NOT NULL,
+    timeout_seconds  REAL,
+    created          REAL NOT NULL,
+    started          REAL,
+    running          REAL,
+    ended            REAL,
+    workdir          TEXT,
+    pid              INTEGER,
+    pid_start        TEXT,
+    exit_code        INTEGER,
+    signal           INTEGER,
+    app_id           TEXT,
+    ui_url           TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (owner, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+"""
+
+
+class JobNotFound(SparkRunnerError):
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}")
+
+
+class IllegalMove(SparkRunnerError):
+    def __init__(self, job_id: str, current: JobStatus, new: JobStatus):
+        self.current, self.new = current, new
+        super().__init__(f"job {job_id} cannot move from {current} to {new}")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One stored job, as the store holds it."""
+
+    seq: int
+    id: str
+    owner: str
+    idempotency_key: str | None
+    job_type: str
+    name: str
+    status: JobStatus
+    reason: str | None
+    document: str
+    timeout_seconds: float | None
+    created: float
+    started: float | None
+    running: float | None
+    ended: float | None
+    workdir: str | None
+    pid: int | None
+    pid_start: str | None
+    exit_code: int | None
+    signal: int | None
+    app_id: str | None
+    ui_url: str | None
+    cancel_requested: bool
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "JobRecord":
+        values = dict(row)
+        values["status"] = JobStatus(values["status"])  # an unknown value fails loudly
+        values["cancel_requested"] = bool(values["cancel_requested"])
+        return cls(**values)
+
+
+_COLUMNS = [f.name for f in fields(JobRecord)]
+#: Columns a caller may set besides the state (the state and its reason go through move()).
+_UPDATABLE = frozenset(_COLUMNS) - {"seq", "id", "owner", "idempotency_key", "job_type", "name",
+                                    "status", "reason", "document", "created"}
+
+
+class JobStore:
+    """Jobs in one SQLite file; safe to share between threads."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                   timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a job acknowledged to a client survives a power cut, not just a crash.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self.path.chmod(0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def create(self, *, id: str, owner: str, idempotency_key: str | None, job_type: str, name: str,
+               document: dict, timeout_seconds: float | None) -> tuple[JobRecord, bool]:
+        """Stores a new CREATED job; with a known idempotency key, returns the earlier job.
+
+        Returns (job, created).
+        """
+        with self._transaction() as db:
+            if idempotency_key is not None:
+                row = db.execute("SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?",
+                                 (owner, idempotency_key)).fetchone()
+                if row is not None:
+                    return JobRecord.from_row(row), False
+            db.execute(
+                "INSERT INTO jobs (id, owner, idempotency_key, job_type, name, status, document,"
+                " timeout_seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (id, owner, idempotency_key, job_type, name, JobStatus.CREATED.value,
+                 json.dumps(document), timeout_seconds, time.time()))
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (id,)).fetchone()
+            return JobRecord.from_row(row), True
+
+    def get(self, job_id: str) -> JobRecord:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return JobRecord.from_row(row)
+
+    def list(self, *, status: Iterable[JobStatus] | None = None, job_type: str | None = None,
+             owner: str | None = None, offset: int = 0, limit: int = 100,
+             oldest_first: bool = False) -> tuple[list[JobRecord], int]:
+        """A page of jobs, newest first (or oldest first), and how many match in all."""
+        where, args = [], []
+        if status is not None:
+            values = [JobStatus(s).value for s in status]
+            where.append(f"status IN ({','.join('?' * len(values))})")
+            args += values
+        if job_type is not None:
+            where.append("job_type = ?")
+            args.append(job_type)
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order = "ASC" if oldest_first else "DESC"
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()[0]
+            rows = self._db.execute(f"SELECT * FROM jobs{clause} ORDER BY seq {order} LIMIT ? OFFSET ?",
+                                    [*args, limit, offset]).fetchall()
+        return [JobRecord.from_row(r) for r in rows], total
+
+    def unfinished(self) -> list[JobRecord]:
+        """Jobs not yet in a terminal state, oldest first."""
+        return self.list(status=[JobStatus.CREATED, *ACTIVE_STATES], limit=-1, oldest_first=True)[0]
+
+    def update(self, job_id: str, **changes: Any) -> JobRecord:
+        """Saves fields other than the state (pid, application id, ...)."""
+        bad = set(changes) - _UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable with update(): {', '.join(sorted(bad))}")
+        with self._transaction() as db:
+            return self._save(db, job_id, changes)
+
+    def move(self, job_id: str, new: JobStatus, reason: str | None = None, **changes: Any) -> JobRecord | None:
+        """Moves a job to ``new`` and saves ``changes`` with it, in one transaction.
+
+        Returns the updated job, or None when the job is already in ``new`` (nothing changed).
+        Raises :class:`IllegalMove` for a move the states do not allow (a terminal state never
+        changes) and ValueError when a terminal state comes without a reason.
+        """
+        new = JobStatus(new)
+        if new.is_terminal and not reason:
+            raise ValueError(f"moving job {job_id} to {new} needs a reason")
+        bad = set(changes) - _UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable: {', '.join(sorted(bad))}")
+        with self._transaction() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            current = JobStatus(row["status"])
+            if current is new:
+                return None
+            if not can_move(current, new):
+                raise IllegalMove(job_id, current, new)
+            changes = {**changes, "status": new.value}
+            if reason is not None:
+                changes["reason"] = reason
+            return self._save(db, job_id, changes)
+
+    def _save(self, db: sqlite3.Connection, job_id: str, changes: dict[str, Any]) -> JobRecord:
+        if changes:
+            assignments = ", ".join(f"{column} = ?" for column in changes)
+            cursor = db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*changes.values(), job_id])
+            if cursor.rowcount == 0:
+                raise JobNotFound(job_id)
+        row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return JobRecord.from_row(row)
