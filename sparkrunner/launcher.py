@@ -191,10 +191,15 @@ class SparkSubmit:
         self.terminate(cancelled=True)
 
     def wait(self, timeout: float | None = None, echo: TextIO | None = None,
-             on_line: Callable[[LogWatcher, str], None] | None = None) -> Outcome:
-        """Follows the log until the run ends; ends it after ``timeout`` more seconds."""
+             on_line: Callable[[LogWatcher, str], None] | None = None,
+             started_at: float | None = None) -> Outcome:
+        """Follows the log until the run ends; ends it ``timeout`` seconds after ``started_at``
+        (a time.time() value; default now)."""
         watcher = LogWatcher(self.log_path, echo)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None
+        if timeout is not None:
+            elapsed = 0.0 if started_at is None else max(0.0, time.time() - started_at)
+            deadline = time.monotonic() + timeout - elapsed
         timed_out = False
         while True:
             for line in watcher.poll():

@@ -202,9 +202,6 @@ class JobService:
     def _follow(self, record: JobRecord, run: SparkSubmit) -> None:
         """Follows one run to its end and records how it ended."""
         job_id = record.id
-        timeout = None
-        if record.timeout_seconds:
-            timeout = max(0.0, record.timeout_seconds - (time.time() - (record.started or time.time())))
 
         def on_line(watcher: LogWatcher, line: str) -> None:
             if watcher.application and line.startswith("sparkrunner: application: "):
@@ -215,7 +212,8 @@ class JobService:
                     pass  # already ended (or re-reading the log of a job that ran on)
 
         try:
-            outcome = run.wait(timeout=timeout, on_line=on_line)
+            outcome = run.wait(timeout=record.timeout_seconds or None, on_line=on_line,
+                               started_at=record.started)
         except Exception as exc:  # never leave a job active because following it failed
             log.exception("Following job %s failed.", job_id)
             outcome = Outcome(JobStatus.ERROR, f"lost: following the job failed: {exc}")

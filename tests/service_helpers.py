@@ -1,0 +1,133 @@
+"""A real sparkrunner service process on 127.0.0.1, for the tests that need one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from conftest import SPARKRUNNER
+
+# A score function that sleeps, then reports when it ran; used to see jobs overlap.
+SLEEPY_SOURCE = '''\
+import json, os, time
+from pyspark.sql import SparkSession
+
+# modelop.score
+def score(inputs, outputs, attachments):
+    spark = SparkSession.builder.getOrCreate()
+    began = time.time()
+    seconds = float(open("seconds.txt").read())
+    deadline = began + seconds
+    while time.time() < deadline:
+        time.sleep(0.2)
+    total = spark.range(100).groupBy().sum("id").collect()[0][0]
+    return {"began": began, "ended": time.time(), "sum": total, "pid": os.getpid()}
+'''
+
+
+def sleepy_job(seconds: float, **fields) -> dict:
+    from conftest import make_job
+
+    return make_job(SLEEPY_SOURCE, name="sleepy.py",
+                    assets=[{"assetType": "FILE", "filename": "seconds.txt", "content": str(seconds)}],
+                    **fields)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """``sparkrunner serve`` as a child process; restartable, killable."""
+
+    def __init__(self, data_dir: Path, config: Path | None = None, max_jobs: int = 2):
+        self.data_dir = Path(data_dir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = config or self._write_config(max_jobs)
+        self.process: subprocess.Popen | None = None
+
+    def _write_config(self, max_jobs: int) -> Path:
+        path = self.data_dir.parent / f"{self.data_dir.name}-sparkrunner.yaml"
+        path.write_text(f"data_dir: {self.data_dir}\n"
+                        "spark:\n  conf:\n    spark.ui.enabled: 'false'\n    spark.ui.showConsoleProgress: 'false'\n"
+                        f"service:\n  max_concurrent_jobs: {max_jobs}\n")
+        return path
+
+    def start(self) -> "Service":
+        log = open(self.data_dir.parent / f"{self.data_dir.name}-service.log", "ab")
+        self.process = subprocess.Popen(
+            [SPARKRUNNER, "--config", str(self.config), "-v", "serve", "--port", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError("the service did not come up")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: the service gets no chance to tidy up."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    # -- REST ---------------------------------------------------------------------------------
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(self.url + path, timeout=30, **kwargs)
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, **kwargs)
+
+    def submit(self, doc: dict, **headers) -> dict:
+        response = self.post("/jobs", json=doc, headers=headers)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def job(self, job_id: str) -> dict:
+        return self.get(f"/jobs/{job_id}").json()
+
+    def wait_for(self, job_id: str, states: set[str], timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["jobStatus"] in states:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} still {job['jobStatus']} after {timeout} s: {job}")
+            time.sleep(0.25)
+
+
+def pids_in_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found
