@@ -269,7 +269,7 @@ def test_spark_reads_a_csv_uploaded_with_the_hdfs_package(server, client, spark)
 
 def test_spark_writes_parquet_through_the_file_output_committer(server, spark):
     url = f"{server.webhdfs_url}/out/p"
-    spark.createDataFrame(ROWS, SCHEMA).repartition(2).write.mode("overwrite").parquet(url)
+    spark.createDataFrame(ROWS, SCHEMA).write.mode("overwrite").parquet(url)
 
     out = server.local_path("/out/p")
     assert (out / "_SUCCESS").is_file()

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import re
 import shutil
 import stat
@@ -80,7 +81,9 @@ class WebHdfsServer:
         self.webhdfs_url = f"webhdfs://{self.host}:{self.port}"
 
     def start(self) -> "WebHdfsServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="webhdfs", daemon=True)
+        # A short poll interval keeps stop() quick; tests start and stop many servers.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name="webhdfs", daemon=True)
         self._thread.start()
         return self
 
@@ -141,17 +144,17 @@ class WebHdfsServer:
 
     def check_parent(self, hdfs_path: str) -> None:
         """Refuses a path below an existing file; missing parents are fine (they get created)."""
-        parent = os.path.dirname(hdfs_path)
+        parent = posixpath.dirname(hdfs_path)
         while parent != "/":
             if self.local_path(parent).is_file():
                 raise WebHdfsError(403, "org.apache.hadoop.fs.ParentNotDirectoryException",
                                    f"{parent} (is not a directory)")
-            parent = os.path.dirname(parent)
+            parent = posixpath.dirname(parent)
 
     def mkdirs(self, hdfs_path: str, permission: str | None, owner: str) -> None:
         self.check_parent(hdfs_path)
         path = ""
-        for part in hdfs_path.strip("/").split("/") if hdfs_path != "/" else []:
+        for part in [part for part in hdfs_path.split("/") if part]:
             path += "/" + part
             local = self.local_path(path)
             if local.is_file():
@@ -165,10 +168,10 @@ class WebHdfsServer:
         if src == "/" or not self.local_path(src).exists():
             return False
         if self.local_path(dst).is_dir():
-            dst = self.normalize(f"{dst}/{os.path.basename(src)}")
+            dst = self.normalize(f"{dst}/{posixpath.basename(src)}")
         if dst == src:
             return True
-        parent = self.local_path(os.path.dirname(dst))
+        parent = self.local_path(posixpath.dirname(dst))
         if dst.startswith(src + "/") or self.local_path(dst).exists() or not parent.is_dir():
             return False
         os.rename(self.local_path(src), self.local_path(dst))
@@ -215,17 +218,13 @@ def content_summary(local: Path) -> dict:
 
 def file_checksum(local: Path) -> dict:
     """HDFS's MD5-of-MD5-of-CRC32 checksum: CRC32 per 512 bytes, MD5 per block, MD5 of those."""
-    block_md5s = []
+    def block_md5(block: bytes) -> bytes:
+        return hashlib.md5(b"".join(struct.pack(">I", zlib.crc32(block[i:i + BYTES_PER_CRC]))
+                                    for i in range(0, len(block), BYTES_PER_CRC))).digest()
+
     with local.open("rb") as f:
-        while True:
-            block = f.read(BLOCK_SIZE)
-            if not block and block_md5s:
-                break
-            crcs = b"".join(struct.pack(">I", zlib.crc32(block[i:i + BYTES_PER_CRC]))
-                            for i in range(0, len(block), BYTES_PER_CRC))
-            block_md5s.append(hashlib.md5(crcs).digest())
-            if len(block) < BLOCK_SIZE:
-                break
+        block_md5s = [block_md5(block) for block in iter(lambda: f.read(BLOCK_SIZE), b"")]
+    block_md5s = block_md5s or [block_md5(b"")]
     # A real namenode reports crcPerBlock 0 for a file of one block.
     crc_per_block = BLOCK_SIZE // BYTES_PER_CRC if len(block_md5s) > 1 else 0
     data = struct.pack(">iq", BYTES_PER_CRC, crc_per_block) + hashlib.md5(b"".join(block_md5s)).digest()
@@ -253,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._body = self._body_pieces()
         fs.requests.append((self.command, self.op))
         try:
-            if not url.path.startswith(PREFIX):
+            if url.path != PREFIX and not url.path.startswith(PREFIX + "/"):
                 raise _illegal(f"{url.path} is not a WebHDFS path; they start with {PREFIX}")
             hdfs_path = fs.normalize(unquote(url.path[len(PREFIX):]))
             handler = getattr(self, f"_{self.command}_{self.op}", None)
@@ -287,15 +286,19 @@ class _Handler(BaseHTTPRequestHandler):
                 left -= len(piece)
                 yield piece
 
-    def _send(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+    def _start(self, status: int, length: int, headers: dict | None = None) -> None:
+        """Sends the status line and headers of a response whose body is ``length`` bytes."""
         # Read whatever body is left first, or the next request on this connection would start in it.
         for _ in self._body:
             pass
         self.send_response(status)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.end_headers()
+
+    def _send(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+        self._start(status, len(body), headers)
         self.wfile.write(body)
 
     def _json(self, status: int, obj: dict) -> None:
@@ -404,12 +407,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise WebHdfsError(403, "java.io.IOException", f"Offset={offset} out of the range [0, {size}]")
             count = min(length, size - offset)
             f.seek(offset)
-            for _ in self._body:
-                pass
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(count))
-            self.end_headers()
+            self._start(200, count, {"Content-Type": "application/octet-stream"})  # fine for Spark
             while count > 0 and (piece := f.read(min(count, 1 << 16))):
                 self.wfile.write(piece)
                 count -= len(piece)
@@ -423,9 +421,12 @@ class _Handler(BaseHTTPRequestHandler):
             if local.exists() and not overwrite:
                 raise _exists(hdfs_path, f"{{}} for client {self.client_address[0]} already exists")
             fs.check_parent(hdfs_path)
+            parent = posixpath.dirname(hdfs_path)
+            if not self._flag("createparent", True) and not fs.local_path(parent).is_dir():
+                raise _not_found(parent, "Parent directory doesn't exist: {}")
             out = None
             if DATANODE_STEP in self.params:
-                fs.mkdirs(os.path.dirname(hdfs_path), None, self._user)  # create makes missing parents
+                fs.mkdirs(parent, None, self._user)  # create makes missing parents
                 out = local.open("wb")
                 fs.set_created(hdfs_path, permission, self._user)
         if out is None:

@@ -1,0 +1,88 @@
+"""The Titanic example end to end: train, score and metrics, by `sparkrunner run` and by the service."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SPARKRUNNER
+from service_helpers import Service
+
+sys.path.insert(0, str(REPO / "jobs"))
+from build_examples import build  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+
+def read_scores(directory: Path) -> list[dict]:
+    rows = []
+    for part in sorted(directory.glob("part-*.csv")):
+        with open(part, newline="") as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+def output_dir(job: Path, index: int = 0) -> Path:
+    return Path(json.loads(job.read_text())["outputData"][index]["fileUrl"].removeprefix("file://"))
+
+
+def check_outputs(jobs: dict[str, Path], metrics: dict) -> None:
+    model = output_dir(jobs["train"])
+    assert (model / "metadata").is_dir() and (model / "stages").is_dir()  # a saved PipelineModel
+    scores = read_scores(output_dir(jobs["score"]))
+    assert len(scores) == 300
+    assert list(scores[0]) == ["PassengerId", "Survived", "prediction", "probability"]
+    assert sorted(int(r["PassengerId"]) for r in scores) == list(range(801, 1101))
+    for row in scores:
+        p = float(row["probability"])
+        assert 0.0 <= p <= 1.0
+        assert int(row["prediction"]) == int(p > 0.5)
+    accuracy = sum(int(r["prediction"]) == int(r["Survived"]) for r in scores) / len(scores)
+    assert metrics["rows"] == 300
+    assert metrics["accuracy"] == pytest.approx(accuracy, abs=1e-4)  # the job's figure is the data's
+    assert metrics["accuracy"] > 0.78 and metrics["auc"] > 0.85
+
+
+def test_titanic_train_score_metrics_with_sparkrunner_run(tmp_path):
+    jobs = build(tmp_path / "example")
+    workdirs = {}
+    for role, job in jobs.items():
+        workdirs[role] = tmp_path / "runs" / role
+        done = subprocess.run([SPARKRUNNER, "run", "-q", "--workdir", str(workdirs[role]), str(job)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr + (workdirs[role] / "driver.log").read_text()[-3000:]
+        assert "sparkrunner: COMPLETE: exit code 0" in done.stderr
+    assert json.loads((workdirs["train"] / "result.json").read_text())["trainingRows"] == 800
+    assert json.loads((workdirs["score"] / "result.json").read_text()) == {"scoredRows": 300}
+    metrics = json.loads((workdirs["metrics"] / "result.json").read_text())
+    check_outputs(jobs, metrics)
+    written = json.loads(next(output_dir(jobs["metrics"]).glob("part-*.json")).read_text())
+    assert written["accuracy"] == metrics["accuracy"]
+    # The job's sparkConf reached Spark: the log shows the setting the '?' ages need.
+    assert "spark.sql.ansi.enabled=false" in (workdirs["train"] / "driver.log").read_text().splitlines()[0]
+
+
+def test_titanic_through_the_service_with_submit_wait(tmp_path):
+    jobs = build(tmp_path / "example")
+    service = Service(tmp_path / "data").start()
+    try:
+        results = {}
+        for role, job in jobs.items():
+            done = subprocess.run([SPARKRUNNER, "submit", "--url", service.url, "--wait", str(job)],
+                                  capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr[-3000:]
+            job_id = done.stdout.splitlines()[0]
+            view = service.job(job_id)
+            assert view["jobStatus"] == "COMPLETE"
+            assert any(line.startswith("sparkrunner: result: ") for line in done.stdout.splitlines())
+            results[role] = view["result"]
+        check_outputs(jobs, results["metrics"])
+        listed = subprocess.run([SPARKRUNNER, "list", "--url", service.url], capture_output=True, text=True)
+        assert listed.returncode == 0 and listed.stdout.count("COMPLETE") == 3
+    finally:
+        service.stop()
