@@ -128,3 +128,36 @@ def test_the_watcher_reads_partial_lines_once(tmp_path):
         f.write(b"ial\nlast")
     assert watcher.poll() == ["partial"]
     assert watcher.poll(final=True) == ["last"]
+
+
+def test_the_exit_status_is_recorded_and_a_later_handle_can_read_it(tmp_path):
+    run = start(tmp_path, "fail")
+    run.wait()
+    assert (tmp_path / "exit.json").read_text() == '{"returncode": 1}'
+    later = SparkSubmit.attach(run.pid, run.start_time, tmp_path, tmp_path / "driver.log")
+    assert not later.is_running()
+    outcome = later.wait()
+    assert outcome.reason == "exit code 1: score function 'score' raised ValueError: bad row 7"
+
+
+def test_a_handle_attached_to_a_live_run_follows_it_and_can_cancel_it(tmp_path):
+    run = start(tmp_path, "sleep")
+    pid = grandchild(tmp_path)
+    later = SparkSubmit.attach(run.pid, run.start_time, tmp_path, tmp_path / "driver.log")
+    assert later.is_running()
+    assert not SparkSubmit.attach(run.pid, "12345", tmp_path, tmp_path / "driver.log").is_running()  # a reused pid
+    threading.Timer(0.3, later.cancel).start()
+    outcome = later.wait()
+    assert (outcome.status, outcome.reason) == (JobStatus.CANCELLED, "cancelled by user")
+    assert gone(pid)
+    run.process.wait()  # reap it: the test is its parent
+
+
+def test_only_the_command_killed_by_sigkill_is_reported_as_such(tmp_path):
+    run = start(tmp_path, "sleep")
+    grandchild(tmp_path)
+    # The command is the supervisor's only child: kill it alone, as an OOM killer would.
+    children = open(f"/proc/{run.pid}/task/{run.pid}/children").read().split()
+    os.kill(int(children[0]), 9)
+    outcome = run.wait()
+    assert (outcome.status, outcome.reason, outcome.signal) == (JobStatus.ERROR, "killed by signal 9", 9)
