@@ -209,12 +209,27 @@ def cmd_serve(args) -> int:
     service = dataclasses.replace(settings.service, **{k: v for k, v in
                                   (("host", args.host), ("port", args.port)) if v is not None})
     settings = settings.with_overrides(service=service)
+    if not _is_loopback(service.host):
+        # No authentication exists yet: anyone who can reach the port could run code.
+        raise UsageError(f"refusing to serve on {service.host!r}: without authentication the "
+                         "service binds only to a loopback address (127.0.0.1, ::1, localhost)")
     print(f"sparkrunner: serving on http://{service.host}:{service.port} "
           f"(data in {settings.data_dir}, at most {service.max_concurrent_jobs} jobs at once)",
           file=sys.stderr, flush=True)
     uvicorn.run(create_app(settings), host=service.host, port=service.port,
                 log_level="info" if args.verbose else "warning")
     return EXIT_OK
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _client(args):

@@ -29,6 +29,22 @@ log = logging.getLogger(__name__)
 CANCELLED_REASON = "cancelled by user"
 
 
+def tail_lines(path: Path, count: int, block: int = 8192) -> list[str]:
+    """The last ``count`` lines of a file, reading backwards in blocks (logs grow large)."""
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, 2)
+            data, position = b"", end
+            while position > 0 and data.count(b"\n") <= count:
+                step = min(block, position)
+                position -= step
+                f.seek(position)
+                data = f.read(step) + data
+    except FileNotFoundError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-count:]
+
+
 class JobService:
     """Submit, schedule, follow, cancel and recover jobs; thread-safe."""
 
@@ -144,7 +160,9 @@ class JobService:
             return None
 
     def log_tail(self, record: JobRecord, lines: int = 20) -> list[str]:
-        return self.read_log(record, None, lines)[2]
+        """The last lines of the job's log, read from the end of the file only."""
+        path = Path(record.workdir or self.jobs_dir / record.id) / LOG_FILENAME
+        return tail_lines(path, lines)
 
     # -- scheduling -------------------------------------------------------------------------
 

@@ -318,6 +318,12 @@ def test_a_job_runs_on_executors_of_both_workers(spark_cluster, secret, tmp_path
     executors = [e for e in report["executors"] if e["id"] != "driver"]
     assert len(executors) == 2 and all(e["totalTasks"] > 0 for e in executors)
     assert report["app_id"] in {a["id"] for a in cluster.master_state(spark_cluster.webui_url)["completedapps"]}
+    # Nor in any log: the driver's output, the daemons' logs, the executors' stdout and stderr.
+    logs = [log, *Path(spark_cluster.cluster_dir, "logs").iterdir(),
+            *(p for p in Path(spark_cluster.cluster_dir, "work").rglob("std*") if p.is_file())]
+    assert len(logs) >= 1 + 3 + 4
+    for path in logs:
+        assert secret not in path.read_text(errors="replace"), path
     assert "org.apache.spark.deploy.SparkSubmit" in report["driver_cmdline"]
     assert secret not in report["driver_cmdline"]
     for part in parts:

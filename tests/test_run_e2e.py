@@ -130,3 +130,9 @@ def test_schema_is_printable():
     done = run(["schema"])
     assert done.returncode == 0
     assert json.loads(done.stdout)["title"] == "modelBatchJob"
+
+
+def test_the_service_refuses_a_public_address_without_authentication():
+    done = run(["serve", "--host", "0.0.0.0", "--port", "1"], timeout=30)
+    assert done.returncode == 2
+    assert "refusing to serve on '0.0.0.0'" in done.stderr

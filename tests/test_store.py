@@ -102,3 +102,15 @@ def test_concurrent_moves_let_exactly_one_win(store):
     assert len(winners) == 1  # the rest were refused, or found it already in their state
     assert outcomes.count("refused") == 10
     assert store.get("j1").status is winners[0].status
+
+
+def test_the_log_tail_reads_only_the_end(tmp_path):
+    from sparkrunner.service import tail_lines
+
+    log = tmp_path / "driver.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100_000)))
+    assert tail_lines(log, 3) == ["line 99997", "line 99998", "line 99999"]
+    assert tail_lines(log, 3, block=5) == ["line 99997", "line 99998", "line 99999"]
+    log.write_text("only\n")
+    assert tail_lines(log, 20) == ["only"]
+    assert tail_lines(tmp_path / "missing.log", 5) == []
