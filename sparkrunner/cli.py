@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--port", type=int, help="port (configuration: service.port; default 8765)")
     sub.add_argument("--data-dir", type=Path, help="job store and working directories (configuration: data_dir)")
 
+    from . import cluster
+
+    cluster.add_commands(commands)
+
     def client_command(name: str, handler, help: str) -> argparse.ArgumentParser:
         sub = command(name, handler, help)
         sub.add_argument("--url", help="the service (default: $SPARKRUNNER_URL, else http://127.0.0.1:8765)")

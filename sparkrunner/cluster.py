@@ -623,9 +623,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  {proc.name:<9} pid {proc.pid}  {args.cores_per_worker} core(s), "
               f"{args.memory_per_worker}  log {proc.log}")
     print(f"  secret    {info.secret_file} (mode 0600)")
-    print("run jobs on it with --config conf/standalone.yaml, with spark-submit finding the secret "
-          "through:")
-    print(f"  export SPARK_CONF_DIR={info.client_conf_dir}")
+    print("run jobs on it with --config conf/standalone.yaml (its spark.conf_dir is "
+          f"{info.client_conf_dir}, where spark-submit finds the secret)")
     print(f"stop it with: sparkrunner cluster down --cluster-dir {args.cluster_dir}")
     return EXIT_OK
 

@@ -249,5 +249,7 @@ def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict
     env["PYSPARK_PYTHON"] = python
     env["PYSPARK_DRIVER_PYTHON"] = python
     env.pop("PYSPARK_DRIVER_PYTHON_OPTS", None)  # a Jupyter setting here would hijack the driver
+    if settings.spark.conf_dir:
+        env["SPARK_CONF_DIR"] = str(Path(settings.spark.conf_dir).expanduser())
     env.update(settings.spark.env)
     return env

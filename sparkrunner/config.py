@@ -28,6 +28,9 @@ class SparkSettings:
     home: str = ""
     #: Python for the driver and the executors (PYSPARK_PYTHON); empty means this interpreter.
     python: str = ""
+    #: SPARK_CONF_DIR for spark-submit: its spark-defaults.conf carries what must stay off the
+    #: command line, such as spark.authenticate.secret. Relative to the configuration file.
+    conf_dir: str = ""
     #: Spark properties every job gets; a job may override those the policy lets it choose.
     conf: dict[str, str] = field(default_factory=dict)
     #: Extra environment for spark-submit (e.g. HADOOP_CONF_DIR). The default keeps the driver
@@ -80,9 +83,14 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     except yaml.YAMLError as exc:
         raise ConfigError(f"configuration file {str(path)!r} is not valid YAML: {exc}") from exc
     settings = from_dict(raw, source=str(path))
+    # Relative paths are relative to the file that names them, not to wherever we run.
+    here = Path(path).resolve().parent
     if not Path(settings.data_dir).expanduser().is_absolute():
-        # A relative data_dir is relative to the file that names it, not to wherever we run.
-        settings = settings.with_overrides(data_dir=Path(path).resolve().parent / settings.data_dir)
+        settings = settings.with_overrides(data_dir=(here / settings.data_dir).resolve())
+    conf_dir = settings.spark.conf_dir
+    if conf_dir and not Path(conf_dir).expanduser().is_absolute():
+        settings = settings.with_overrides(
+            spark=dataclasses.replace(settings.spark, conf_dir=str((here / conf_dir).resolve())))
     return _finish(settings)
 
 
