@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast check-java venv bench-overhead clean
+.PHONY: demo test test-fast check-java venv cluster-up cluster-down bench-overhead bench-api bench-cluster clean
 
 demo: check-java $(STAMP)
 	$(PY) jobs/demo.py build/demo
@@ -27,8 +27,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[service,test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# A Spark standalone master and two workers on 127.0.0.1 (see conf/standalone.yaml).
+cluster-up: check-java $(STAMP)
+	$(VENV)/bin/sparkrunner cluster up --cluster-dir build/cluster
+
+cluster-down: $(STAMP)
+	$(VENV)/bin/sparkrunner cluster down --cluster-dir build/cluster
+
 bench-overhead: check-java $(STAMP)
 	$(PY) bench/overhead.py
+
+bench-api: check-java $(STAMP)
+	$(PY) bench/api.py
+
+bench-cluster: check-java $(STAMP)
+	$(PY) bench/cluster.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -46,6 +46,21 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class HdfsSettings:
+    #: WebHDFS address of the namenode for hdfs:// URLs, e.g. http://namenode:9870. Empty: only
+    #: webhdfs://host:port URLs, which carry their own address, can be checked.
+    namenode: str = ""
+    #: The user for WebHDFS requests (user.name); empty: the hdfs package's default.
+    user: str = ""
+    #: hdfs:// or webhdfs:// directory to upload each job's working directory under; empty: none.
+    staging_root: str = ""
+    #: An output on HDFS that already exists: "overwrite" deletes it before the run (as Spark's
+    #: mode("overwrite") would); "fail" ends the job at once, naming the output.
+    existing_outputs: str = "overwrite"
+    timeout_seconds: int = 30
+
+
+@dataclass(frozen=True)
 class ServiceSettings:
     host: str = "127.0.0.1"
     port: int = 8765
@@ -61,6 +76,7 @@ class Settings:
     spark: SparkSettings = field(default_factory=SparkSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    hdfs: HdfsSettings = field(default_factory=HdfsSettings)
 
     def with_overrides(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -98,9 +114,16 @@ def _finish(settings: Settings) -> Settings:
     return settings.with_overrides(data_dir=Path(settings.data_dir).expanduser())
 
 
+EXISTING_OUTPUT_POLICIES = ("overwrite", "fail")
+
+
 def from_dict(raw: Any, source: str = "configuration") -> Settings:
     """Settings from a parsed YAML mapping; unknown keys and wrong types are errors."""
-    return _build(Settings, raw, source)
+    settings = _build(Settings, raw, source)
+    if settings.hdfs.existing_outputs not in EXISTING_OUTPUT_POLICIES:
+        raise ConfigError(f"{source}.hdfs.existing_outputs: {settings.hdfs.existing_outputs!r} is not "
+                          f"one of {', '.join(EXISTING_OUTPUT_POLICIES)}")
+    return settings
 
 
 def _build(cls, raw: Any, where: str):

@@ -18,6 +18,7 @@ from pathlib import Path
 from .command import build_argv, child_env, job_settings, spark_submit_path
 from .config import Settings
 from .errors import SparkRunnerError
+from .hdfs import Hdfs, HdfsCheckFailed, needs_hdfs
 from .jobspec import EXIT_FILENAME, LOG_FILENAME, RESULT_FILENAME, JobSpec, validate
 from .launcher import LogWatcher, Outcome, SparkSubmit, process_start_time
 from .states import ACTIVE_STATES, JobStatus
@@ -59,6 +60,7 @@ class JobService:
         self.max_running = max(1, settings.service.max_concurrent_jobs)
         self._spark_submit = spark_submit_path(settings)
         self._env = child_env(settings)
+        self._hdfs = Hdfs(settings.hdfs)
         self._runs: dict[str, SparkSubmit] = {}
         self._lock = threading.RLock()  # guards _runs and every launch or cancel decision
         self._wake = threading.Event()
@@ -196,6 +198,14 @@ class JobService:
             if workdir.exists():
                 shutil.rmtree(workdir)  # a layout the last service run left before starting
             render(spec, workdir, record.id)
+            if needs_hdfs(spec) or self.settings.hdfs.staging_root:
+                self._hdfs.check(spec)
+                self._hdfs.stage(workdir, record.id)
+        except HdfsCheckFailed as exc:
+            log.warning("Job %s fails its HDFS checks: %s", record.id, exc)
+            self.store.move(record.id, JobStatus.ERROR, f"before spark-submit: {exc}", ended=time.time(),
+                            workdir=str(workdir))
+            return
         except (SparkRunnerError, OSError, ValueError) as exc:
             log.warning("Job %s cannot start: %s", record.id, exc)
             self.store.move(record.id, JobStatus.ERROR, f"cannot start: {exc}", ended=time.time())
