@@ -1,0 +1,151 @@
+"""Jobs through the service on a real Spark standalone cluster, with data on (WebHDFS) HDFS.
+
+One cluster (a master and two one-core workers from the pyspark wheel), one WebHDFS server and
+one service configured like conf/standalone.yaml serve the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from hdfs import InsecureClient
+
+from conftest import REPO, make_job
+from service_helpers import Service
+from sparkrunner import cluster
+from support.webhdfs import WebHdfsServer
+
+sys.path.insert(0, str(REPO / "jobs"))
+from build_examples import build  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+# Squares numbers read from HDFS on the executors, records which worker ran each partition
+# (a Python worker runs in its executor's directory, <work-dir>/<app id>/<executor id>), and
+# writes the squares back to HDFS through Spark's output committer.
+SPREAD_SOURCE = '''\
+import os, time
+from pyspark.sql import SparkSession
+
+def where(index, rows):
+    time.sleep(1)  # long enough that both one-core executors get tasks
+    rows = list(rows)
+    yield (index, os.getcwd(), sum(int(r["n"]) ** 2 for r in rows), len(rows))
+
+# modelop.score
+def score(inputs, outputs, attachments):
+    spark = SparkSession.builder.getOrCreate()
+    df = spark.read.option("header", True).csv(inputs[0]["fileUrl"]).repartition(4)
+    parts = df.rdd.mapPartitionsWithIndex(where).collect()
+    squares = df.selectExpr("cast(n as int) n", "cast(n as int) * cast(n as int) as square")
+    squares.coalesce(1).write.mode("overwrite").option("header", True).csv(outputs[0]["fileUrl"])
+    return {"cwds": sorted({p[1] for p in parts}), "sum": sum(p[2] for p in parts),
+            "rows": sum(p[3] for p in parts)}
+'''
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("distributed")
+    master_port, webui_port = free_ports(2)
+    info = cluster.up(base / "cluster", workers=2, cores_per_worker=1, memory_per_worker="1g",
+                      master_port=master_port, webui_port=webui_port, worker_webui_port=0, timeout=180)
+    (base / "hdfs").mkdir()
+    hdfs = WebHdfsServer(base / "hdfs").start()
+    config = base / "standalone.yaml"
+    config.write_text(f"""
+data_dir: {base / 'data'}
+spark:
+  master: {info.master_url}
+  conf_dir: {info.client_conf_dir}
+  conf:
+    spark.authenticate: true
+    spark.executor.cores: 1
+    spark.executor.memory: 512m
+    spark.cores.max: 2
+    spark.ui.showConsoleProgress: "false"
+    # Tasks start only once both executors are up, or the first could take them all.
+    spark.scheduler.minRegisteredResourcesRatio: "1.0"
+    spark.scheduler.maxRegisteredResourcesWaitingTime: 300s
+hdfs:
+  user: sparkrunner
+  staging_root: {hdfs.webhdfs_url}/user/sparkrunner/staging
+service:
+  max_concurrent_jobs: 1
+""")
+    service = Service(base / "data", config=config).start()
+    yield info, hdfs, service
+    service.stop()
+    hdfs.stop()
+    cluster.down(base / "cluster")
+
+
+def test_a_job_reads_and_writes_hdfs_on_both_workers(setup):
+    info, hdfs, service = setup
+    client = InsecureClient(hdfs.url, user="sparkrunner")
+    client.write("/data/numbers.csv", data=("n\n" + "".join(f"{i}\n" for i in range(1, 201))).encode(),
+                 overwrite=True)
+    client.write("/out/squares/stale.csv", data=b"from an earlier run\n", overwrite=True)
+    base = hdfs.webhdfs_url
+    doc = make_job(SPREAD_SOURCE, name="spread.py",
+                   inputData=[{"assetType": "EXTERNAL_FILE", "name": "numbers", "fileUrl": f"{base}/data/numbers.csv",
+                               "fileFormat": "CSV"}],
+                   outputData=[{"assetType": "EXTERNAL_FILE", "name": "squares", "fileUrl": f"{base}/out/squares",
+                                "fileFormat": "CSV"}])
+    job = service.wait_for(service.submit(doc)["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=400)
+    assert job["jobStatus"] == "COMPLETE", job
+    assert job["sparkApplicationId"].startswith("app-")  # a standalone application, not local-
+    result = job["result"]
+    assert (result["rows"], result["sum"]) == (200, sum(i * i for i in range(1, 201)))
+    workers = {Path(cwd).relative_to(Path(info.cluster_dir) / "work").parts[0] for cwd in result["cwds"]}
+    assert workers == {"worker-1", "worker-2"}
+    files = client.list("/out/squares")
+    assert "_SUCCESS" in files and "stale.csv" not in files and "_temporary" not in files
+    [part] = [f for f in files if f.startswith("part-")]
+    with client.read(f"/out/squares/{part}") as f:
+        lines = f.read().decode().splitlines()
+    assert lines[0] == "n,square" and len(lines) == 201 and "7,49" in lines
+    staged = client.list(f"/user/sparkrunner/staging/{job['id']}")
+    assert {"spread.py", "job.json", "sparkrunner_driver.py", "sparkrunner_job_metadata.py"} <= set(staged)
+
+
+def test_a_missing_hdfs_input_fails_at_once_without_a_jvm(setup):
+    _, hdfs, service = setup
+    doc = make_job(SPREAD_SOURCE, name="spread.py",
+                   inputData=[{"assetType": "EXTERNAL_FILE", "name": "numbers",
+                               "fileUrl": f"{hdfs.webhdfs_url}/data/missing.csv", "fileFormat": "CSV"}])
+    job = service.wait_for(service.submit(doc)["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=60)
+    assert job["jobStatus"] == "ERROR"
+    assert job["reason"] == (f"before spark-submit: $.inputData[0]: 'numbers' "
+                             f"({hdfs.webhdfs_url}/data/missing.csv) does not exist")
+    assert job["runSeconds"] < 5
+    assert not (service.data_dir / "jobs" / job["id"] / "driver.log").exists()  # spark-submit never ran
+
+
+def test_the_titanic_example_runs_on_the_cluster(setup, tmp_path):
+    _, _, service = setup
+    jobs = build(tmp_path / "example")
+    results = {}
+    for role in ("train", "score", "metrics"):
+        job = service.submit(json.loads(jobs[role].read_text()))
+        job = service.wait_for(job["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=400)
+        assert job["jobStatus"] == "COMPLETE", job
+        assert job["sparkApplicationId"].startswith("app-")
+        results[role] = job["result"]
+    assert results["train"]["trainingRows"] == 800
+    assert results["score"] == {"scoredRows": 300}
+    assert results["metrics"]["rows"] == 300 and results["metrics"]["accuracy"] > 0.78
