@@ -27,7 +27,6 @@ Linux only: processes are told apart by their start time in ``/proc/<pid>/stat``
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import logging
 import os
@@ -40,8 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -313,6 +310,9 @@ def _alive_workers(info: ClusterInfo) -> list[dict[str, Any]]:
 
 def master_state(webui_url: str, timeout: float = 3.0) -> dict[str, Any]:
     """The master's JSON status page (``/json/``): its workers, applications and state."""
+    import http.client  # here, not at the top: every sparkrunner command imports this module
+    import urllib.request
+
     # No proxy: an http_proxy in the environment must not intercept a loopback address.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     url = webui_url.rstrip("/") + "/json/"

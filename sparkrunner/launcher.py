@@ -27,7 +27,7 @@ from .states import JobStatus
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 20
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.05
 #: How long spark-submit gets to shut down after SIGTERM before the group is killed.
 TERM_GRACE_SECONDS = 5.0
 _REPORT = "sparkrunner: "

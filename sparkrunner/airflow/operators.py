@@ -1,0 +1,289 @@
+"""SparkRunnerJobOperator: runs one modelBatchJob on a sparkrunner service from an Airflow task."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from airflow.sdk import BaseOperator, conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
+
+from ..client import ApiError
+from ..errors import SparkRunnerError
+from ..states import JobStatus
+from .hooks import SparkRunnerHook, is_transient
+from .triggers import SparkRunnerJobTrigger
+
+if TYPE_CHECKING:
+    import jinja2
+    from airflow.sdk import Context
+
+T = TypeVar("T")
+
+JOB_ID_KEY = "job_id"
+LOG_PAGE = 1000
+# Fields that travel verbatim: model code and file contents may well contain "{{", "{%" or "{#",
+# and they are the model's business, not Airflow's.
+VERBATIM = {"SOURCE_CODE": "sourceCode", "FILE": "content"}
+# Airflow resumes a task with this method name when the scheduler, not the trigger, ended the
+# deferral; the reason is in next_kwargs["error"]. Both are Airflow's (3.x) wire values.
+TRIGGER_FAIL = "__fail__"
+TRIGGER_TIMEOUT = "Trigger timeout"
+
+
+class JobFailed(SparkRunnerError, AirflowException):
+    """The job ended ERROR or CANCELLED, or could not be followed; a retry may run it again."""
+
+    def __init__(self, job_id: str | None, status: str, reason: str):
+        self.job_id, self.status, self.reason = job_id, status, reason
+        super().__init__(f"sparkrunner job {job_id} ended {status}: {reason}" if job_id
+                         else f"the job could not be submitted: {reason}")
+
+
+class JobRefused(SparkRunnerError, AirflowFailException):
+    """The job document is invalid or unreadable; retrying cannot help, so the task is not retried."""
+
+    def __init__(self, message: str, errors: list[dict] | None = None):
+        self.errors = errors or []
+        super().__init__(message + "".join(f"\n  {e.get('path', '$')}: {e.get('message')}"
+                                           for e in self.errors))
+
+
+def idempotency_key(dag_id: str, task_id: str, run_id: str, map_index: int, generation: int = 1) -> str:
+    """The Idempotency-Key of a task instance's job; later generations replace failed jobs."""
+    key = f"airflow:{dag_id}:{task_id}:{run_id}:{map_index}"
+    return key if generation == 1 else f"{key}:{generation}"
+
+
+class SparkRunnerJobOperator(BaseOperator):
+    """Runs a modelBatchJob on a sparkrunner service and returns the job's result.
+
+    :param job: the job document: a dict, or the path of a JSON file (relative to the DAG's folder
+        or ``template_searchpath``, or absolute) read when the task runs. Strings in it are
+        Jinja-templated (``"fileUrl": "hdfs:///scores/{{ ds }}"``), except model source code and
+        FILE asset contents, which travel verbatim.
+    :param sparkrunner_conn_id: an Airflow connection of type ``sparkrunner``.
+    :param deferrable: wait in the triggerer instead of holding a worker slot.
+    :param poll_interval: seconds between looks at the job.
+    :param max_failed_polls: how many looks in a row may fail (the service restarting, say) before
+        the task fails; the job runs on, and a retry reconnects to it.
+
+    The job is submitted with an Idempotency-Key made of the DAG, task, run and map index, so a
+    retried task finds the job its earlier try started (running or COMPLETE) instead of starting
+    another; a job that ended ERROR or CANCELLED is replaced by a fresh submission. The job's id is
+    pushed to XCom as ``job_id``; its driver log is copied into the task log; the task fails with
+    the job's end reason when it does not COMPLETE. Killing the task, or its execution_timeout
+    passing (also while deferred), cancels the job.
+    """
+
+    template_fields: Sequence[str] = ("job",)
+    template_fields_renderers = {"job": "json"}
+    ui_color = "#e8f1fa"
+
+    def __init__(self, *, job: dict | str,
+                 sparkrunner_conn_id: str = SparkRunnerHook.default_conn_name,
+                 deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+                 poll_interval: float = 10.0, max_failed_polls: int = 5, **kwargs: Any):
+        super().__init__(**kwargs)
+        if not isinstance(job, (dict, str)):
+            raise TypeError(f"job must be a job document (dict) or a JSON file's path, not {type(job).__name__}")
+        if poll_interval <= 0 or max_failed_polls < 0:
+            raise ValueError(f"poll_interval must be > 0 and max_failed_polls >= 0, "
+                             f"not {poll_interval!r} and {max_failed_polls!r}")
+        self.job = job
+        self.sparkrunner_conn_id = sparkrunner_conn_id
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.max_failed_polls = max_failed_polls
+        self.job_id: str | None = None
+
+    @cached_property
+    def hook(self) -> SparkRunnerHook:
+        return SparkRunnerHook(self.sparkrunner_conn_id)
+
+    # -- templating ---------------------------------------------------------------------------
+
+    def render_template(self, content: Any, context: Context, jinja_env: jinja2.Environment | None = None,
+                        seen_oids: set[int] | None = None) -> Any:
+        # A job file is parsed before anything is rendered: rendering its text as one template
+        # would run Jinja over model code. (template_ext is not used for the same reason, and
+        # because it would take every nested "….json" file name for a template to load.)
+        if content is self.job and isinstance(content, str):
+            if seen_oids is not None and id(content) in seen_oids:
+                return content  # a mapped value: Airflow leaves those unrendered; execute() reads it
+            path = super().render_template(content, context, jinja_env, seen_oids)  # "{{ var.value.x }}/a.json"
+            content = self.read_job_file(path, jinja_env)
+        if isinstance(content, dict) and (verbatim := VERBATIM.get(content.get("assetType"))):
+            return {key: value if key == verbatim else self.render_template(value, context, jinja_env, seen_oids)
+                    for key, value in content.items()}
+        return super().render_template(content, context, jinja_env, seen_oids)
+
+    def read_job_file(self, path: str, jinja_env: jinja2.Environment | None = None) -> dict:
+        """The job document in ``path``: absolute, or found like any template file."""
+        try:
+            if Path(path).is_absolute():
+                text = Path(path).read_text(encoding="utf-8")
+            else:
+                env = jinja_env or self.get_template_env()
+                text = env.loader.get_source(env, path)[0]
+        except Exception as exc:  # jinja2's TemplateNotFound, OSError, a missing loader
+            raise JobRefused(f"cannot read the job file {path!r}: {exc!r}") from exc
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            raise JobRefused(f"the job file {path!r} is not valid JSON: {exc}") from exc
+        if not isinstance(document, dict):
+            raise JobRefused(f"the job file {path!r} holds a JSON {type(document).__name__}, "
+                             "not a job document (an object)")
+        return document
+
+    # -- running ------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        job = self.job if isinstance(self.job, dict) else self.read_job_file(self.job)
+        view = self._submit(job, context)
+        self.job_id = view["id"]
+        context["ti"].xcom_push(key=JOB_ID_KEY, value=self.job_id)
+        if not JobStatus(view["jobStatus"]).is_terminal:
+            if self.deferrable:
+                self._defer(context)
+            view, seen = self._wait()
+            return self._finish(view, seen)
+        return self._finish(view)
+
+    def _submit(self, job: dict, context: Context) -> dict:
+        ti = context["ti"]
+        # Try n may meet the jobs of tries 1..n-1 here: each failed one moved the key on by one.
+        for generation in range(1, max(1, ti.try_number) + 1):
+            key = idempotency_key(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, generation)
+            try:
+                view = self._tolerating(lambda: self.hook.submit(job, idempotency_key=key))
+            except ApiError as exc:
+                if exc.status == 422:
+                    raise JobRefused(f"the sparkrunner service refused the job: {exc.detail}", exc.errors) from exc
+                raise JobFailed(None, "unsubmitted", str(exc)) from exc
+            status = JobStatus(view["jobStatus"])
+            if status in (JobStatus.ERROR, JobStatus.CANCELLED) and generation < ti.try_number:
+                self.log.info("Job %s, of an earlier try, ended %s (%s); submitting the job again.",
+                              view["id"], status, view.get("reason"))
+                continue
+            break
+        self.log.info("Job %s is %s (Idempotency-Key %r).", view["id"], status, key)
+        return view
+
+    def _defer(self, context: Context) -> None:
+        deadline = None
+        timeout = None
+        if self.execution_timeout:
+            started = getattr(context["ti"], "start_date", None) or datetime.now(timezone.utc)
+            deadline = started.timestamp() + self.execution_timeout.total_seconds()
+            # Also given to Airflow, which times the deferral out on its own if no triggerer runs
+            # this trigger; resume_execution() cancels the job then.
+            timeout = timedelta(seconds=max(1.0, deadline - time.time()))
+        self.log.info("Deferring: job %s is followed in the triggerer.", self.job_id)
+        self.defer(trigger=SparkRunnerJobTrigger(self.job_id, self.sparkrunner_conn_id, self.poll_interval,
+                                                 self.max_failed_polls, deadline),
+                   method_name="execute_complete", timeout=timeout)
+
+    def _wait(self) -> tuple[dict, int]:
+        """Polls the job to its end, copying its log into the task log as it grows; returns the
+        job's last view and how many log lines were copied."""
+        seen = 0
+        failures = 0
+        while True:
+            try:
+                view = self.hook.get(self.job_id)
+                seen = self._copy_log(seen)
+            except ApiError as exc:
+                failures += 1
+                if not is_transient(exc) or failures > self.max_failed_polls:
+                    raise JobFailed(self.job_id, "unknown", f"cannot follow the job: {exc}") from exc
+                self.log.warning("Polling job %s failed (%d of %d failures in a row tolerated): %s",
+                                 self.job_id, failures, self.max_failed_polls, exc)
+            else:
+                failures = 0
+                if JobStatus(view["jobStatus"]).is_terminal:
+                    return view, seen
+            time.sleep(self.poll_interval)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Where a deferred task resumes when its trigger fires."""
+        self.job_id = event["job_id"]
+        if event["status"] == "timeout":
+            self._copy_log_safely(0)
+            raise AirflowTaskTimeout(f"execution_timeout ({self.execution_timeout}) passed: {event['message']}")
+        if event["status"] != "done":
+            raise JobFailed(self.job_id, "unknown", event.get("message", f"trigger event {event!r}"))
+        return self._finish(event["job"])
+
+    def _finish(self, view: dict, seen: int = 0) -> Any:
+        """The job's result, after copying the rest of its log; raises unless it is COMPLETE."""
+        self._copy_log_safely(seen)
+        status = JobStatus(view["jobStatus"])
+        if status is not JobStatus.COMPLETE:
+            raise JobFailed(self.job_id, status.value, view.get("reason") or "no reason given")
+        self.log.info("Job %s is COMPLETE: %s.", self.job_id, view.get("reason"))
+        return view.get("result")
+
+    # -- the driver log -----------------------------------------------------------------------
+
+    def _copy_log(self, start: int) -> int:
+        """Copies the job's log lines from ``start`` on into the task log; returns where it stopped."""
+        while True:
+            page = self.hook.log(self.job_id, start=start, size=LOG_PAGE)
+            for line in page["log"]:
+                self.log.info("[job] %s", line)
+            start = page["from"] + len(page["log"])
+            if start >= page["total"] or not page["log"]:
+                return start
+
+    def _copy_log_safely(self, start: int) -> None:
+        try:
+            self._tolerating(lambda: self._copy_log(start))
+        except ApiError as exc:  # the log is a convenience; the job's outcome decides the task
+            self.log.warning("Could not copy the log of job %s: %s", self.job_id, exc)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def on_kill(self) -> None:
+        """The task is being killed (or its execution_timeout passed): cancel the job."""
+        if self.job_id:
+            self._cancel("the task was killed or timed out")
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        # When the scheduler times a deferral out, it resumes the task straight into a failure,
+        # never asking the trigger or calling on_kill(): without this the job would run on.
+        if next_method == TRIGGER_FAIL and (next_kwargs or {}).get("error") == TRIGGER_TIMEOUT:
+            self.job_id = context["ti"].xcom_pull(task_ids=self.task_id, key=JOB_ID_KEY)
+            if self.job_id:
+                self._cancel("Airflow timed the deferred task out")
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _cancel(self, why: str) -> None:
+        try:
+            view = self.hook.cancel(self.job_id)
+        except ApiError as exc:
+            self.log.warning("Cancelling job %s failed (%s): %s", self.job_id, why, exc)
+            return
+        self.log.info("Cancelled job %s (%s); it is %s.", self.job_id, why, view.get("jobStatus"))
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _tolerating(self, call: Callable[[], T]) -> T:
+        """``call()``, asked again after a transient failure, up to max_failed_polls times."""
+        failures = 0
+        while True:
+            try:
+                return call()
+            except ApiError as exc:
+                failures += 1
+                if not is_transient(exc) or failures > self.max_failed_polls:
+                    raise
+                self.log.warning("The sparkrunner service failed a request (%d of %d failures in a row "
+                                 "tolerated): %s", failures, self.max_failed_polls, exc)
+                time.sleep(self.poll_interval)
