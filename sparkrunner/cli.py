@@ -198,12 +198,18 @@ def cmd_run(args) -> int:
     print(f"sparkrunner: running {spec.role.value} job {spec.name!r} in {workdir}", file=sys.stderr)
 
     submit = SparkSubmit(argv, workdir, env, workdir / LOG_FILENAME)
-    submit.start()
-    previous = {sig: signal.signal(sig, lambda *_: submit.cancel()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Installed before the start: spark-submit has a session of its own, so Ctrl-C, a closed
+    # terminal or a kill reach it only through us.
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda *_: submit.cancel()) for sig in stop_signals}
     try:
+        submit.start()
         outcome = submit.wait(timeout=args.timeout or spec.timeout_seconds,
-                              echo=None if args.quiet else sys.stdout)
+                              echo=None if args.quiet else _Echo(sys.stdout))
     finally:
+        if submit.is_running():  # we are leaving abnormally: never leave spark-submit behind
+            submit.cancel()
+            submit.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     result = workdir / RESULT_FILENAME
@@ -211,6 +217,28 @@ def cmd_run(args) -> int:
     print(f"sparkrunner: log {workdir / LOG_FILENAME}" +
           (f", result {result}" if result.exists() else ""), file=sys.stderr)
     return EXIT_OK if outcome.succeeded else EXIT_FAILED
+
+
+class _Echo:
+    """The terminal copy of the log; a closed pipe (`| head`) stops the copy, not the run."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+        except (BrokenPipeError, ValueError):
+            self.stream = None
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.flush()
+            except (BrokenPipeError, ValueError):
+                self.stream = None
 
 
 def cmd_serve(args) -> int:

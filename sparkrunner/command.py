@@ -85,9 +85,47 @@ REFUSED_PROPERTIES: tuple[str, ...] = (
     "spark.io.encryption.*",
     "spark.ssl.*",
     "spark.redaction.*",
-    "spark.ui.filters",
+    "spark.sql.redaction.*",
     "spark.driver.supervise",
+    # Code the JVMs or Python workers would load despite the class-path rules.
+    "spark.plugins.*",
+    "spark.extraListeners",
+    "spark.sql.extensions",
+    "spark.sql.queryExecutionListeners",
+    "spark.sql.streaming.streamingQueryListeners",
+    "spark.sql.catalog.*",
+    "spark.sql.hive.metastore.jars*",
+    "spark.repl.*",
+    "spark.*.resource.*.discoveryScript",
+    "spark.python.daemon.module",
+    "spark.python.worker.module",
+    "spark.metrics.conf*",
+    # Which cluster, file system and credentials the job talks to.
+    "spark.hadoop.fs.defaultFS",
+    "spark.hadoop.yarn.*",
+    "spark.hadoop.hadoop.*",
+    "spark.hadoop.*.impl",
+    "spark.yarn.*",
+    "spark.security.credentials.*",
+    # Addresses, ports and access control: the driver and its UI stay where the operator put them.
+    "spark.driver.bindAddress",
+    "spark.driver.host",
+    "spark.driver.port",
+    "spark.blockManager.*port",
+    "spark.ui.*",
+    "spark.acls.enable",
+    "spark.*acls*",
+    "spark.user.groups.mapping",
+    # Files written outside the working directory.
+    "spark.eventLog.*",
+    "spark.driver.log.*",
+    "spark.sql.warehouse.dir",
+    "spark.python.profile.dump",
+    "spark.checkpoint.dir",
+    "spark.history.*",
 )
+#: Refused patterns a job may use all the same: its YARN queue, and turning its UI off.
+ALWAYS_ALLOWED: tuple[str, ...] = ("spark.yarn.queue", "spark.ui.enabled", "spark.ui.showConsoleProgress")
 
 #: Properties whose values are sizes: ModelOp's "512MB" becomes Spark's "512m".
 SIZE_PROPERTIES: tuple[str, ...] = (
@@ -101,8 +139,9 @@ SIZE_PROPERTIES: tuple[str, ...] = (
 )
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:([kmgtp])(?:i?b)?|b)?\s*$", re.IGNORECASE)
-_SECRET_KEY = re.compile(r"(?i)secret|password|token|access[.]?key|credential")
+_SECRET_KEY = re.compile(r"(?i)secret|password|token|access[.]?key|account[.]key|credential|[.]sas[.]")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_PROPERTY = re.compile(r"^spark\.[A-Za-z0-9_.\-]+$")
 MASK = "******"
 
 
@@ -137,12 +176,16 @@ def job_settings(spec: JobSpec, allow: tuple[str, ...] = ()) -> JobSettings:
     verbose = False
 
     def add(path: str, prop: str, value: str) -> None:
+        if not _PROPERTY.match(prop):
+            errors.append(FieldError(path, f"{prop!r} is not a Spark property name: it must start with "
+                                           "'spark.' and hold only letters, digits, '_', '-' and '.'"))
+            return
         if _refused(prop, allow):
             errors.append(FieldError(path, f"{prop!r} is chosen by the operator, not by a job "
                                            "(the configuration's policy.allow can permit it)"))
             return
         if _BAD_VALUE.search(value):
-            errors.append(FieldError(path, f"{value!r} may not contain control characters"))
+            errors.append(FieldError(path, "the value may not contain newlines or other control characters"))
             return
         if prop in SIZE_PROPERTIES:
             try:
@@ -187,7 +230,7 @@ def job_settings(spec: JobSpec, allow: tuple[str, ...] = ()) -> JobSettings:
 
 def _refused(prop: str, allow: tuple[str, ...]) -> bool:
     matches = lambda patterns: any(fnmatch.fnmatchcase(prop, p) for p in patterns)  # noqa: E731
-    return matches(REFUSED_PROPERTIES) and not matches(allow)
+    return matches(REFUSED_PROPERTIES) and not matches((*ALWAYS_ALLOWED, *allow))
 
 
 def build_argv(settings: Settings, spec: JobSpec, workdir: Path, spark_submit: str) -> list[str]:

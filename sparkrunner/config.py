@@ -54,9 +54,9 @@ class HdfsSettings:
     user: str = ""
     #: hdfs:// or webhdfs:// directory to upload each job's working directory under; empty: none.
     staging_root: str = ""
-    #: An output on HDFS that already exists: "overwrite" deletes it before the run (as Spark's
-    #: mode("overwrite") would); "fail" ends the job at once, naming the output.
-    existing_outputs: str = "overwrite"
+    #: An output on HDFS that already exists: "fail" (the default) ends the job at once, naming
+    #: the output; "overwrite" deletes it before the run, as Spark's mode("overwrite") would.
+    existing_outputs: str = "fail"
     timeout_seconds: int = 30
 
 
@@ -120,6 +120,9 @@ EXISTING_OUTPUT_POLICIES = ("overwrite", "fail")
 def from_dict(raw: Any, source: str = "configuration") -> Settings:
     """Settings from a parsed YAML mapping; unknown keys and wrong types are errors."""
     settings = _build(Settings, raw, source)
+    if settings.service.max_concurrent_jobs < 1:
+        raise ConfigError(f"{source}.service.max_concurrent_jobs: must be at least 1, not "
+                          f"{settings.service.max_concurrent_jobs}")
     if settings.hdfs.existing_outputs not in EXISTING_OUTPUT_POLICIES:
         raise ConfigError(f"{source}.hdfs.existing_outputs: {settings.hdfs.existing_outputs!r} is not "
                           f"one of {', '.join(EXISTING_OUTPUT_POLICIES)}")

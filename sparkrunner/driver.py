@@ -27,9 +27,8 @@ def say(kind, text, stream=None):
 
 def load_primary(path):
     """The model's primary source as a module, whatever its file name (titanic-spark.py too)."""
-    name = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
-    if not name.isidentifier():
-        name = "model_" + name
+    # Prefixed, so that a model.py, code.py or test.py never replaces a module of that name.
+    name = "sparkrunner_model_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
     spec = importlib.util.spec_from_file_location(name, os.path.abspath(path))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -58,24 +57,34 @@ def start_spark():
 def to_json(result):
     """The result as JSON text, or None when it cannot be serialized."""
     def plain(value):
-        if hasattr(value, "item"):  # numpy scalars
-            return value.item()
-        if hasattr(value, "tolist"):  # numpy arrays
+        if hasattr(value, "tolist"):  # numpy arrays and scalars
             return value.tolist()
+        if hasattr(value, "item"):
+            return value.item()
         raise TypeError("%s is not JSON-serializable" % type(value).__name__)
 
+    def finite(value):
+        # NaN is not JSON: an AUC over one class is NaN, and it should not cost the whole result.
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
     try:
-        return json.dumps(result, default=plain, allow_nan=False)
+        return json.dumps(finite(json.loads(json.dumps(result, default=plain))), allow_nan=False)
     except (TypeError, ValueError):
         return None
 
 
-def save_result(text):
-    tmp = RESULT_FILE + ".tmp"
+def save_result(text, directory):
+    tmp = os.path.join(directory, RESULT_FILE + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text + "\n")
-    os.replace(tmp, RESULT_FILE)
+    os.replace(tmp, os.path.join(directory, RESULT_FILE))
 
 
 def fail(what, exc):
@@ -88,7 +97,8 @@ def fail(what, exc):
 
 
 def main():
-    sys.path.insert(0, os.getcwd())  # secondary sources and FILE assets sit beside the driver
+    workdir = os.getcwd()  # kept: a model may chdir, the result still belongs here
+    sys.path.insert(0, workdir)  # secondary sources and FILE assets sit beside the driver
     import sparkrunner_job_metadata as job
 
     spark = start_spark()
@@ -121,7 +131,7 @@ def main():
                 say("warning", "the function returned a %s, which is not JSON-serializable; "
                                "no result saved" % type(result).__name__)
             else:
-                save_result(text)
+                save_result(text, workdir)
                 say("result", text)
         return 0
     finally:

@@ -42,6 +42,11 @@ def split_url(url: str, settings: HdfsSettings) -> tuple[str, str] | None:
         address = f"http://{parsed.netloc}"
     elif settings.namenode:
         address = settings.namenode.rstrip("/")
+        namenode_host = urllib.parse.urlparse(address).hostname
+        if parsed.hostname and parsed.hostname != namenode_host:
+            # Never check (or delete) a path on one cluster while the URL names another.
+            raise HdfsCheckFailed([FieldError("hdfs.namenode", f"{url!r} names the cluster "
+                                  f"{parsed.hostname!r}, but hdfs.namenode is {namenode_host!r}")])
     else:
         raise HdfsCheckFailed([FieldError("hdfs.namenode", f"is not configured, so {url!r} cannot be checked; "
                                                            "set it to the namenode's WebHDFS address")])
@@ -72,6 +77,14 @@ class Hdfs:
             raise HdfsCheckFailed([FieldError(address, f"cannot reach WebHDFS: {exc}")]) from exc
 
     def check(self, spec: JobSpec) -> None:
+        from hdfs.util import HdfsError
+
+        try:
+            self._check(spec)
+        except (HdfsError, OSError) as exc:
+            raise HdfsCheckFailed([FieldError("hdfs", f"WebHDFS failed: {exc}")]) from exc
+
+    def _check(self, spec: JobSpec) -> None:
         """Raises :class:`HdfsCheckFailed` naming every missing input or attachment, and every
         output that exists when the policy is "fail"; under "overwrite", existing outputs are
         deleted once every check has passed."""
@@ -103,6 +116,14 @@ class Hdfs:
         """Uploads the working directory's files to the staging root; returns the HDFS path."""
         if not self.settings.staging_root:
             return None
+        from hdfs.util import HdfsError
+
+        try:
+            return self._stage(workdir, job_id)
+        except (HdfsError, OSError) as exc:
+            raise HdfsCheckFailed([FieldError("hdfs.staging_root", f"staging failed: {exc}")]) from exc
+
+    def _stage(self, workdir: Path, job_id: str) -> str:
         address, root = split_url(self.settings.staging_root, self.settings) or (None, None)
         if address is None:
             raise HdfsCheckFailed([FieldError("hdfs.staging_root", f"{self.settings.staging_root!r} "

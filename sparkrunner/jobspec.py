@@ -114,8 +114,11 @@ def _validator():
 
 def parse_document(text: str | bytes) -> dict:
     """The JSON object in ``text``, or :class:`JobInvalid` saying why it is not one."""
+    def refuse_constant(name: str):
+        raise ValueError(f"{name} is not a JSON value")
+
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_constant=refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise JobInvalid([FieldError("$", f"is not valid JSON: {exc}")]) from exc
     if not isinstance(document, dict):
@@ -132,7 +135,12 @@ def validate(document: Mapping[str, Any]) -> JobSpec:
     if errors:
         # The checks below assume the document has the schema's shape.
         raise JobInvalid(errors)
-    return _build(copy.deepcopy(dict(document)))
+    document = copy.deepcopy(dict(document))
+    try:
+        json.dumps(document, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise JobInvalid([FieldError("$", f"holds a value that cannot be stored as UTF-8 JSON: {exc}")]) from exc
+    return _build(document)
 
 
 def _build(doc: dict) -> JobSpec:
@@ -175,8 +183,8 @@ def _build(doc: dict) -> JobSpec:
         if kind == "SOURCE_CODE":
             field, name = _source_filename(asset)
             is_primary = i in primaries[:1]
-            if is_primary and not name.endswith(".py"):
-                name += ".py"
+            if not name.endswith(".py"):
+                name += ".py"  # source is imported as a module, which needs the suffix
             if claim(f"{path}.{field}", name) is None:
                 continue
             source = SourceFile(name, asset["sourceCode"])
@@ -193,6 +201,9 @@ def _build(doc: dict) -> JobSpec:
                 files.append(InlineFile(name, data))
 
     meta = stored.get("modelMetaData") or {}
+    if _CONTROL.search(str(meta.get("name", ""))):
+        errors.append(FieldError("$.model.storedModel.modelMetaData.name",
+                                 "may not contain newlines or other control characters"))
     if errors:
         raise JobInvalid(errors)
     assert primary is not None and function is not None
@@ -267,6 +278,9 @@ def filename_problem(name: str, reserved: frozenset[str] = RESERVED_FILENAMES) -
             return "is not a plain file name: it may not contain '/' or '\\'"
         if _CONTROL.search(candidate):
             return "is not a plain file name: it may not contain NUL or control characters"
+        if "," in candidate or "#" in candidate:
+            # spark-submit's --files and --py-files split on ',' and read '#' as a rename.
+            return "is not a plain file name: it may not contain ',' or '#'"
         if candidate in (".", ".."):
             return "is not a plain file name: '.' and '..' are refused"
     if len(name.encode("utf-8")) > 255:

@@ -178,7 +178,8 @@ class SparkSubmit:
     def is_running(self) -> bool:
         if self.process is not None:
             return self.process.poll() is None
-        return self.pid is not None and process_start_time(self.pid) == self.start_time
+        return (self.pid is not None and self.start_time is not None
+                and process_start_time(self.pid) == self.start_time)
 
     def terminate(self, cancelled: bool = False) -> None:
         """Asks the whole group to stop (SIGTERM); :meth:`wait` kills it if it lingers."""
@@ -221,7 +222,8 @@ class SparkSubmit:
         for line in watcher.poll(final=True):
             if on_line is not None:
                 on_line(watcher, line)
-        return end_reason(self.returncode(), cancelled=self.cancelled,
+        # A cancel only counts when it reached the process; one after a clean exit changes nothing.
+        return end_reason(self.returncode(), cancelled=self.cancelled and self._killed_at is not None,
                           timeout=timeout if timed_out else None,
                           error=watcher.error, tail=tuple(watcher.tail))
 

@@ -30,6 +30,19 @@ log = logging.getLogger(__name__)
 CANCELLED_REASON = "cancelled by user"
 
 
+def _lock_data_dir(data_dir: Path):
+    """Holds an exclusive lock on the data directory: two services there would run jobs twice."""
+    import fcntl
+
+    handle = open(data_dir / "service.lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise SparkRunnerError(f"another sparkrunner service is using {str(data_dir)!r}") from exc
+    return handle
+
+
 def tail_lines(path: Path, count: int, block: int = 8192) -> list[str]:
     """The last ``count`` lines of a file, reading backwards in blocks (logs grow large)."""
     try:
@@ -56,6 +69,7 @@ class JobService:
         for directory in (self.data_dir, self.jobs_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
             directory.chmod(DIR_MODE)
+        self._lock_file = _lock_data_dir(self.data_dir)
         self.store = JobStore(self.data_dir / "jobs.db")
         self.max_running = max(1, settings.service.max_concurrent_jobs)
         self._spark_submit = spark_submit_path(settings)
@@ -84,14 +98,17 @@ class JobService:
         if self._scheduler is not None:
             self._scheduler.join(timeout=5)
         self.store.close()
+        self._lock_file.close()
 
     def reconcile(self) -> None:
         """Re-attaches live runs of unfinished jobs and ends those whose process is gone."""
         for record in self.store.unfinished():
             if record.status is JobStatus.CREATED:
                 continue  # the scheduler starts it in turn
-            workdir = Path(record.workdir or self.jobs_dir / record.id)
-            alive = record.pid is not None and process_start_time(record.pid) == record.pid_start
+            workdir = self.workdir(record)
+            # An unknown start time cannot prove the pid is still ours: then exit.json decides.
+            alive = (record.pid is not None and record.pid_start is not None
+                     and process_start_time(record.pid) == record.pid_start)
             run = SparkSubmit.attach(record.pid if alive else None, record.pid_start, workdir,
                                      workdir / LOG_FILENAME, workdir / EXIT_FILENAME)
             log.info("Job %s was %s; its process is %s.", record.id, record.status,
@@ -125,6 +142,9 @@ class JobService:
     def get(self, job_id: str) -> JobRecord:
         return self.store.get(job_id)
 
+    def workdir(self, record: JobRecord) -> Path:
+        return Path(record.workdir) if record.workdir else self.jobs_dir / record.id
+
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job; repeatable, and a finished job is left as it is."""
         with self._lock:
@@ -132,39 +152,39 @@ class JobService:
             if record.status is JobStatus.CREATED:
                 return self.store.move(job_id, JobStatus.CANCELLED, CANCELLED_REASON, ended=time.time()) or record
             if record.status in ACTIVE_STATES:
+                run = self._runs.get(job_id)
+                if run is None:  # nothing runs for it (it could not start): end it here
+                    return self.store.move(job_id, JobStatus.CANCELLED, CANCELLED_REASON,
+                                           ended=time.time(), cancel_requested=True) or record
                 if not record.cancel_requested:
                     record = self.store.update(job_id, cancel_requested=True)
-                run = self._runs.get(job_id)
-                if run is not None:
-                    run.cancel()
+                run.cancel()
             return record
 
     def read_log(self, record: JobRecord, start: int | None, size: int) -> tuple[int, int, list[str]]:
         """(from, total, lines) of the job's driver log, Livy-style: with no ``start``, the
-        last ``size`` lines."""
-        path = Path(record.workdir or self.jobs_dir / record.id) / LOG_FILENAME
+        last ``size`` lines. A last line still being written counts once the job has ended."""
         try:
-            with open(path, "rb") as f:
-                lines = f.read().decode("utf-8", "replace").splitlines()
+            with open(self.workdir(record) / LOG_FILENAME, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").split("\n")
         except FileNotFoundError:
-            lines = []
+            lines = [""]
+        if lines[-1] == "" or not record.status.is_terminal:
+            lines.pop()  # empty after the last newline, or not finished yet
         total = len(lines)
         begin = max(0, total - size) if start is None else min(max(0, start), total)
         return begin, total, lines[begin:begin + size]
 
     def result(self, record: JobRecord):
         """The job's result.json, parsed; None when it has none."""
-        if not record.workdir:
-            return None
         try:
-            return json.loads((Path(record.workdir) / RESULT_FILENAME).read_text())
+            return json.loads((self.workdir(record) / RESULT_FILENAME).read_text())
         except (OSError, ValueError):
             return None
 
     def log_tail(self, record: JobRecord, lines: int = 20) -> list[str]:
         """The last lines of the job's log, read from the end of the file only."""
-        path = Path(record.workdir or self.jobs_dir / record.id) / LOG_FILENAME
-        return tail_lines(path, lines)
+        return tail_lines(self.workdir(record) / LOG_FILENAME, lines)
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -206,7 +226,7 @@ class JobService:
             self.store.move(record.id, JobStatus.ERROR, f"before spark-submit: {exc}", ended=time.time(),
                             workdir=str(workdir))
             return
-        except (SparkRunnerError, OSError, ValueError) as exc:
+        except Exception as exc:  # one job's trouble must never wedge the queue behind it
             log.warning("Job %s cannot start: %s", record.id, exc)
             self.store.move(record.id, JobStatus.ERROR, f"cannot start: {exc}", ended=time.time())
             return
@@ -216,7 +236,7 @@ class JobService:
         run = SparkSubmit(argv, workdir, self._env, workdir / LOG_FILENAME, workdir / EXIT_FILENAME)
         try:
             pid = run.start()
-        except OSError as exc:
+        except Exception as exc:
             self.store.move(record.id, JobStatus.ERROR, f"cannot start spark-submit: {exc}", ended=time.time())
             return
         record = self.store.update(record.id, pid=pid, pid_start=run.start_time)
@@ -244,13 +264,15 @@ class JobService:
                                started_at=record.started)
         except Exception as exc:  # never leave a job active because following it failed
             log.exception("Following job %s failed.", job_id)
+            run.terminate()  # nor a spark-submit running that nobody follows
             outcome = Outcome(JobStatus.ERROR, f"lost: following the job failed: {exc}")
         self._finish(job_id, outcome)
 
     def _finish(self, job_id: str, outcome: Outcome) -> None:
         with self._lock:
             self._runs.pop(job_id, None)
-            if self.store.get(job_id).cancel_requested and outcome.status is not JobStatus.CANCELLED:
+            # A cancel that came too late to stop a job that succeeded does not undo it.
+            if self.store.get(job_id).cancel_requested and outcome.status is JobStatus.ERROR:
                 outcome = Outcome(JobStatus.CANCELLED, CANCELLED_REASON, outcome.exit_code,
                                   outcome.signal, outcome.tail)
             try:

@@ -37,12 +37,7 @@ def main(args):
         sys.stderr.write("sparkrunner: error: cannot start %s: %s\n" % (argv[0], exc.strerror))
         record(exit_file, 127)
         return 127
-    while True:
-        try:
-            returncode = child.wait()
-            break
-        except InterruptedError:
-            continue
+    returncode = child.wait()
     record(exit_file, returncode)
     return returncode if returncode >= 0 else 128 - returncode
 

@@ -134,3 +134,18 @@ def test_the_child_environment_pins_spark_and_python(tmp_path):
     env = child_env(settings, {"SPARK_HOME": "/elsewhere", "PYSPARK_DRIVER_PYTHON_OPTS": "notebook", "PATH": "/bin"})
     assert env == {"SPARK_HOME": str(home), "PYSPARK_PYTHON": "/usr/bin/python3",
                    "PYSPARK_DRIVER_PYTHON": "/usr/bin/python3", "HADOOP_CONF_DIR": "/etc/hadoop", "PATH": "/bin"}
+
+
+@pytest.mark.parametrize("key", [
+    "spark.sql.extensions", "spark.sql.catalog.evil", "spark.hadoop.fs.defaultFS", "spark.driver.bindAddress",
+    "spark.eventLog.dir", "spark.sql.warehouse.dir", "spark.python.daemon.module", "spark.plugins.x",
+    "spark.driver.resource.gpu.discoveryScript", "spark.yarn.jars", "spark.ui.port",
+])
+def test_properties_that_load_code_move_the_job_or_write_elsewhere_are_refused(key):
+    with pytest.raises(JobInvalid, match="chosen by the operator"):
+        job_settings(validate(make_job(targetEngine={"sparkConf": {key: "x"}})))
+
+
+def test_a_job_may_pick_its_queue_and_turn_its_ui_off():
+    doc = make_job(jobParameters={"--queue": "q1"}, targetEngine={"sparkConf": {"spark.ui.enabled": "false"}})
+    assert job_settings(validate(doc)).conf == {"spark.yarn.queue": "q1", "spark.ui.enabled": "false"}

@@ -83,6 +83,7 @@ spark:
     spark.scheduler.maxRegisteredResourcesWaitingTime: 300s
 hdfs:
   user: sparkrunner
+  existing_outputs: overwrite
   staging_root: {hdfs.webhdfs_url}/user/sparkrunner/staging
 service:
   max_concurrent_jobs: 1

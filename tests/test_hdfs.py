@@ -76,3 +76,15 @@ def test_an_unreachable_namenode_is_a_clear_failure():
     spec = validate(make_job(inputData=[asset("in", "webhdfs://127.0.0.1:1/data/in.csv")]))
     with pytest.raises(HdfsCheckFailed, match="cannot reach WebHDFS"):
         Hdfs(HdfsSettings(timeout_seconds=2)).check(spec)
+
+
+def test_staging_that_fails_is_a_check_failure_not_a_crash(server):
+    client = InsecureClient(server.url, user="sparkrunner")
+    client.write("/blocked", data=b"a file where a directory should be", overwrite=True)
+    with pytest.raises(HdfsCheckFailed, match="staging failed"):
+        Hdfs(HdfsSettings(staging_root=f"{server.webhdfs_url}/blocked")).stage(server.root, "job-1")
+
+
+def test_an_hdfs_url_naming_another_cluster_is_refused():
+    with pytest.raises(HdfsCheckFailed, match="names the cluster 'other'"):
+        split_url("hdfs://other:8020/data/x", HdfsSettings(namenode="http://nn:9870"))

@@ -188,3 +188,38 @@ def test_two_assets_with_one_file_name_are_refused():
 @pytest.mark.parametrize("name", ["titanic-spark.py", "notes.txt", ".hidden", "a b.csv", "..x"])
 def test_ordinary_file_names_are_accepted(name):
     assert filename_problem(name) is None
+
+
+def test_a_property_name_smuggling_a_value_is_refused():
+    doc = make_job(targetEngine={"sparkConf": {"spark.driver.extraJavaOptions=-javaagent:/tmp/x.jar ": ""}})
+    errors = errors_of(doc)
+    assert list(errors) == ["$.targetEngine.sparkConf"]
+    assert "spark.driver.extraJavaOptions=-javaagent" in errors["$.targetEngine.sparkConf"]
+
+
+@pytest.mark.parametrize("text", [b'{"model": NaN}', b'{"x": Infinity}'])
+def test_nan_and_infinity_are_not_json(text):
+    with pytest.raises(JobInvalid, match="not valid JSON"):
+        parse_document(text)
+
+
+def test_text_that_cannot_be_utf8_is_refused_not_a_crash():
+    doc = make_job(assets=[{"assetType": "FILE", "filename": "x.txt", "content": "\ud800"}])
+    assert "cannot be stored as UTF-8 JSON" in errors_of(doc)["$"]
+
+
+def test_a_model_name_with_a_newline_is_refused():
+    doc = make_job()
+    doc["model"]["storedModel"]["modelMetaData"]["name"] = "m\nsparkrunner: error: forged"
+    assert "control characters" in errors_of(doc)["$.model.storedModel.modelMetaData.name"]
+
+
+@pytest.mark.parametrize("name", ["a,b.txt", "lookup.csv#renamed"])
+def test_names_that_spark_submit_would_split_are_refused(name):
+    assert "',' or '#'" in filename_problem(name)
+
+
+def test_secondary_sources_get_the_py_suffix():
+    doc = make_job(assets=[{"assetType": "SOURCE_CODE", "primaryModelSource": False, "name": "helpers",
+                            "sourceCode": "X = 1\n"}])
+    assert [m.filename for m in validate(doc).modules] == ["helpers.py"]

@@ -136,3 +136,26 @@ def test_the_service_refuses_a_public_address_without_authentication():
     done = run(["serve", "--host", "0.0.0.0", "--port", "1"], timeout=30)
     assert done.returncode == 2
     assert "refusing to serve on '0.0.0.0'" in done.stderr
+
+
+@pytest.mark.e2e
+def test_stopping_run_cancels_the_whole_spark_submit(tmp_path, job_file):
+    import signal
+    import time
+
+    from service_helpers import pids_in_group, sleepy_job
+
+    cli = subprocess.Popen([SPARKRUNNER, "run", "-q", "--workdir", str(tmp_path / "wd"), str(job_file(sleepy_job(300)))],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "wd" / "driver.log"
+    deadline = time.monotonic() + 180
+    while not (log.exists() and "sparkrunner: application: " in log.read_text()):
+        assert time.monotonic() < deadline and cli.poll() is None, "the job never started running"
+        time.sleep(0.2)
+    [supervisor] = open(f"/proc/{cli.pid}/task/{cli.pid}/children").read().split()
+    assert pids_in_group(int(supervisor))
+    cli.send_signal(signal.SIGTERM)
+    _, err = cli.communicate(timeout=60)
+    assert cli.returncode == 1
+    assert "sparkrunner: CANCELLED: cancelled by user" in err
+    assert pids_in_group(int(supervisor)) == []

@@ -114,3 +114,29 @@ def test_the_log_tail_reads_only_the_end(tmp_path):
     log.write_text("only\n")
     assert tail_lines(log, 20) == ["only"]
     assert tail_lines(tmp_path / "missing.log", 5) == []
+
+
+def test_the_log_pager_holds_back_an_unfinished_last_line_until_the_job_ends(tmp_path):
+    from sparkrunner.config import Settings
+    from sparkrunner.service import JobService
+
+    service = JobService(Settings(data_dir=tmp_path / "data"))
+    try:
+        record, _ = service.store.create(id="j1", owner="", idempotency_key=None, job_type="MODEL_BATCH_JOB",
+                                         name="m", document={}, timeout_seconds=None)
+        workdir = service.workdir(record)
+        workdir.mkdir()
+        (workdir / "driver.log").write_bytes(b"line 1\nscore: 0.9")
+        assert service.read_log(record, 0, 10) == (0, 1, ["line 1"])
+        with open(workdir / "driver.log", "ab") as f:
+            f.write(b"87 auc\rstill one line\n")
+        assert service.read_log(record, 1, 10) == (1, 2, ["score: 0.987 auc\rstill one line"])
+        with open(workdir / "driver.log", "ab") as f:
+            f.write(b"last, unterminated")
+        ended = service.store.move("j1", JobStatus.ERROR, "x")
+        assert service.read_log(ended, None, 1) == (2, 3, ["last, unterminated"])
+        # A second service on the same data directory would run every job twice.
+        with pytest.raises(Exception, match="another sparkrunner service is using"):
+            JobService(Settings(data_dir=tmp_path / "data"))
+    finally:
+        service.close()

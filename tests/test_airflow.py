@@ -1,0 +1,299 @@
+"""sparkrunner from a real Airflow 3: `airflow dags test` against a live sparkrunner service.
+
+Each test gets an AIRFLOW_HOME of its own, with a copy of one SQLite metadata database migrated
+once for the module, and asserts on what Airflow recorded (task states, tries, XComs) and on what
+the service did (its jobs, their states and outputs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, make_job
+from service_helpers import Service, sleepy_job
+
+# Airflow writes a home directory when imported; keep this process's out of the user's.
+os.environ["AIRFLOW_HOME"] = str(REPO / "build" / "airflow-test-home")
+pytest.importorskip("airflow.sdk")
+
+from airflow.sdk.exceptions import TaskDeferralTimeout  # noqa: E402
+
+from sparkrunner.airflow import SparkRunnerJobOperator, SparkRunnerJobTrigger  # noqa: E402
+
+sys.path.insert(0, str(REPO / "jobs"))
+from build_examples import build  # noqa: E402
+from test_examples import check_outputs  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+LOGICAL_DATE = "2024-01-02"
+TERMINAL = {"COMPLETE", "ERROR", "CANCELLED"}
+
+# Fails in model code, with a message carrying a templated output URL and an untemplated marker.
+FAILING_SOURCE = '''\
+# modelop.score
+def score(inputs, outputs, attachments):
+    # "{{ kept }}" is model code: Airflow must hand it over untouched.
+    raise ValueError("no rows for " + outputs[0]["fileUrl"] + " {{ kept }}")
+'''
+
+FAILURES_DAG = '''\
+from datetime import timedelta
+
+from airflow.sdk import DAG
+
+from sparkrunner.airflow import SparkRunnerJobOperator
+
+FAILING_JOB = {failing_job!r}
+
+with DAG("sparkrunner_failures", schedule=None, default_args={{"retries": 0}}):
+    SparkRunnerJobOperator(task_id="fails", job=FAILING_JOB, poll_interval=1)
+    # sleeps.json lies beside this file: it is found like any template file.
+    SparkRunnerJobOperator(task_id="times_out_deferred", job="sleeps.json", deferrable=True,
+                           poll_interval=1, execution_timeout=timedelta(seconds=12))
+    SparkRunnerJobOperator(task_id="times_out_polling", job="sleeps.json", poll_interval=1,
+                           execution_timeout=timedelta(seconds=12))
+'''
+
+RETRY_DAG = '''\
+from datetime import timedelta
+
+from airflow.sdk import DAG
+
+from sparkrunner.airflow import SparkRunnerJobOperator
+
+with DAG("sparkrunner_retry", schedule=None):
+    SparkRunnerJobOperator(task_id="sleeps", job="sleeps.json", poll_interval=1, max_failed_polls=2,
+                           retries=3, retry_delay=timedelta(seconds=5))
+'''
+
+
+def airflow_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of an Airflow command with its own home; the caller's Airflow settings
+    are left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"), **extra)
+    return env
+
+
+def connection(service: Service) -> str:
+    return json.dumps({"conn_type": "sparkrunner", "host": "127.0.0.1", "port": service.port})
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    svc = Service(tmp_path_factory.mktemp("svc") / "data", max_jobs=2).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("airflow-template")
+    done = subprocess.run([AIRFLOW, "db", "migrate"], env=airflow_env(home), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return home / "airflow.db"
+
+
+class Airflow:
+    """An AIRFLOW_HOME whose DAGs run with `airflow dags test` against one sparkrunner service."""
+
+    def __init__(self, home: Path, migrated_db: Path, service: Service, **env: str):
+        self.home = home
+        (home / "dags").mkdir(parents=True)
+        shutil.copy(migrated_db, home / "airflow.db")
+        self.env = airflow_env(home, AIRFLOW_CONN_SPARKRUNNER_DEFAULT=connection(service), **env)
+        self.output = home / "dags-test.log"
+        self.process: subprocess.Popen | None = None
+
+    def add(self, name: str, text: str) -> Path:
+        path = self.home / "dags" / name
+        path.write_text(text)
+        return path
+
+    def start(self, dag_id: str) -> subprocess.Popen:
+        with open(self.output, "wb") as out:
+            self.process = subprocess.Popen([AIRFLOW, "dags", "test", dag_id, LOGICAL_DATE],
+                                            env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        return self.process
+
+    def finish(self, timeout: float = 400) -> tuple[int, str]:
+        try:
+            returncode = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"airflow dags test ran over {timeout} s:\n{self.log()[-5000:]}")
+        return returncode, self.log()
+
+    def dags_test(self, dag_id: str, timeout: float = 400) -> tuple[int, str]:
+        self.start(dag_id)
+        return self.finish(timeout)
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def query(self, sql: str, *args) -> list[tuple]:
+        with sqlite3.connect(self.home / "airflow.db", timeout=30) as db:
+            return db.execute(sql, args).fetchall()
+
+    def tasks(self, dag_id: str) -> dict[str, tuple[str, int]]:
+        """{task_id: (state, try_number)} of the DAG's one run."""
+        rows = self.query("SELECT task_id, state, try_number FROM task_instance WHERE dag_id = ?", dag_id)
+        return {task: (state, tries) for task, state, tries in rows}
+
+    def xcom(self, dag_id: str, task_id: str, key: str = "return_value"):
+        rows = self.query("SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = ?",
+                          dag_id, task_id, key)
+        assert rows, f"no XCom {key!r} from {dag_id}.{task_id}"
+        return json.loads(rows[0][0])
+
+
+def test_the_titanic_dag_trains_scores_and_evaluates(service, migrated_db, tmp_path):
+    jobs = build(tmp_path / "example")
+    airflow = Airflow(tmp_path / "airflow", migrated_db, service,
+                      SPARKRUNNER_EXAMPLES_DIR=str(tmp_path / "example"))
+    airflow.add("titanic_dag.py", (REPO / "jobs" / "dags" / "titanic_dag.py").read_text())
+
+    returncode, log = airflow.dags_test("titanic_sparkrunner")
+
+    assert returncode == 0, log[-5000:]
+    assert airflow.tasks("titanic_sparkrunner") == {
+        "train": ("success", 1), "score": ("success", 1), "metrics": ("success", 1)}
+    views = {role: service.job(airflow.xcom("titanic_sparkrunner", role, "job_id")) for role in jobs}
+    assert {view["jobStatus"] for view in views.values()} == {"COMPLETE"}
+    assert len({view["id"] for view in views.values()}) == 3
+    for role, view in views.items():
+        assert airflow.xcom("titanic_sparkrunner", role) == view["result"]
+    assert views["score"]["result"] == {"scoredRows": 300}
+    check_outputs(jobs, airflow.xcom("titanic_sparkrunner", "metrics"))  # the scores CSV and the metrics
+    # Each job's driver log was copied into its task's log, to the last line.
+    for view in views.values():
+        last = service.get(f"/jobs/{view['id']}/log", params={"size": 1}).json()["log"][-1]
+        assert f"[job] {last}" in log
+    assert "Deferring: job" in log  # the example waits in the triggerer
+
+
+def test_failures_fail_the_task_and_a_timed_out_task_cancels_its_job(service, migrated_db, tmp_path):
+    failing = make_job(FAILING_SOURCE, outputData=[{
+        "assetType": "EXTERNAL_FILE", "name": "out", "filename": "out",
+        "fileUrl": (tmp_path / "out").as_uri() + "/{{ ds }}", "fileFormat": "CSV"}])
+    airflow = Airflow(tmp_path / "airflow", migrated_db, service)
+    airflow.add("failures_dag.py", FAILURES_DAG.format(failing_job=failing))
+    airflow.add("sleeps.json", json.dumps(sleepy_job(300)))
+
+    returncode, log = airflow.dags_test("sparkrunner_failures")
+
+    assert returncode != 0 and "DagRun failed" in log
+    assert airflow.tasks("sparkrunner_failures") == {
+        "fails": ("failed", 1), "times_out_deferred": ("failed", 1), "times_out_polling": ("failed", 1)}
+
+    # The model's exception is the job's end reason, and the task fails with it.
+    failed = service.job(airflow.xcom("sparkrunner_failures", "fails", "job_id"))
+    assert failed["jobStatus"] == "ERROR"
+    url = (tmp_path / "out").as_uri() + f"/{LOGICAL_DATE}"
+    assert failed["reason"] == f"exit code 1: score raised ValueError: no rows for {url} {{{{ kept }}}}"
+    assert f"sparkrunner job {failed['id']} ended ERROR: {failed['reason']}" in log
+
+    # A task whose execution_timeout passes cancels its job, deferred or not.
+    for task in ("times_out_deferred", "times_out_polling"):
+        job_id = airflow.xcom("sparkrunner_failures", task, "job_id")
+        cancelled = service.wait_for(job_id, TERMINAL, timeout=60)
+        assert (cancelled["jobStatus"], cancelled["reason"]) == ("CANCELLED", "cancelled by user"), task
+    deferred = airflow.xcom("sparkrunner_failures", "times_out_deferred", "job_id")
+    assert f"the task's execution_timeout passed while job {deferred} was" in log
+    polled = airflow.xcom("sparkrunner_failures", "times_out_polling", "job_id")
+    assert f"Cancelled job {polled} (the task was killed or timed out)" in log
+    assert service.get("/jobs", params={"jobStatus": ["CREATED", "WAITING", "RUNNING"]}).json()["total"] == 0
+
+
+def test_a_retry_reconnects_to_the_job_of_the_failed_try(migrated_db, tmp_path):
+    service = Service(tmp_path / "data", max_jobs=1).start()
+    airflow = Airflow(tmp_path / "airflow", migrated_db, service)
+    airflow.add("retry_dag.py", RETRY_DAG)
+    airflow.add("sleeps.json", json.dumps(sleepy_job(20)))
+    try:
+        airflow.start("sparkrunner_retry")
+
+        job = wait_until(lambda: first(service.get("/jobs", params={"jobStatus": "RUNNING"}).json()["jobs"]),
+                         "the job to run", airflow)
+        service.kill()  # a crash: the job's spark-submit lives on, the first try loses the service
+        wait_until(lambda: airflow.tasks("sparkrunner_retry").get("sleeps", ("", 0))[0] == "up_for_retry",
+                   "the first try to fail", airflow)
+        service.start()
+        returncode, log = airflow.finish()
+
+        assert returncode == 0, log[-5000:]
+        state, tries = airflow.tasks("sparkrunner_retry")["sleeps"]
+        assert state == "success" and tries >= 2
+        assert "failures in a row tolerated" in log
+        listed = service.get("/jobs").json()
+        assert listed["total"] == 1, listed  # the retry found the first try's job: nothing resubmitted
+        view = service.job(job["id"])
+        assert view["jobStatus"] == "COMPLETE"
+        assert airflow.xcom("sparkrunner_retry", "sleeps", "job_id") == job["id"]
+        assert airflow.xcom("sparkrunner_retry", "sleeps") == view["result"]
+        assert view["result"]["sum"] == 4950
+    finally:
+        if airflow.process and airflow.process.poll() is None:
+            airflow.process.kill()
+        service.stop()
+
+
+def test_a_deferred_task_stopped_by_airflow_cancels_its_job(service, monkeypatch):
+    """The two ways Airflow 3 ends a deferred task without the trigger firing: a user marks it
+    failed or succeeded or clears it (the triggerer calls the trigger's on_kill), or the scheduler
+    times the deferral out (the task resumes straight into a failure)."""
+    monkeypatch.setenv("AIRFLOW_CONN_SPARKRUNNER_DEFAULT", connection(service))
+    by_user, by_timeout = (service.submit(sleepy_job(300))["id"] for _ in range(2))
+
+    asyncio.run(SparkRunnerJobTrigger(by_user).on_kill())
+
+    operator = SparkRunnerJobOperator(task_id="sleeps", job={}, deferrable=True)
+    with pytest.raises(TaskDeferralTimeout):
+        operator.resume_execution("__fail__", {"error": "Trigger timeout"},
+                                  {"ti": PushedJobId(by_timeout)})
+
+    for job_id in (by_user, by_timeout):
+        view = service.wait_for(job_id, TERMINAL, timeout=60)
+        assert (view["jobStatus"], view["reason"]) == ("CANCELLED", "cancelled by user")
+
+
+class PushedJobId:
+    """Stands in for the task instance, whose XComs are all resume_execution reads."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+
+    def xcom_pull(self, task_ids: str, key: str):
+        assert (task_ids, key) == ("sleeps", "job_id")
+        return self.job_id
+
+
+def first(items: list):
+    return items[0] if items else None
+
+
+def wait_until(probe, what: str, airflow: Airflow, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        if airflow.process.poll() is not None:
+            raise AssertionError(f"airflow dags test ended while waiting for {what}:\n{airflow.log()[-5000:]}")
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}:\n{airflow.log()[-5000:]}")
