@@ -171,30 +171,24 @@ def cmd_render(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .command import build_argv, child_env, spark_submit_path
-    from .hdfs import Hdfs, HdfsCheckFailed, needs_hdfs
+    from .command import child_env, spark_submit_path
+    from .hdfs import Hdfs, HdfsCheckFailed
     from .jobspec import LOG_FILENAME, RESULT_FILENAME
     from .launcher import SparkSubmit
-    from .workdir import render
+    from .prepare import prepare
 
     settings = _settings(args)
     spec = load_job(args.job)
     run_id = new_run_id()
     workdir = (args.workdir or settings.data_dir / "runs" / run_id).absolute()
-    # Everything that can refuse the job does so before anything is written.
-    argv = build_argv(settings, spec, workdir, spark_submit_path(settings))
+    try:
+        argv = prepare(settings, spec, workdir, run_id, spark_submit_path(settings), Hdfs(settings.hdfs))
+    except HdfsCheckFailed as exc:
+        print("sparkrunner: ERROR: before spark-submit:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return EXIT_FAILED
     env = child_env(settings)
-    hdfs = Hdfs(settings.hdfs)
-    if needs_hdfs(spec):
-        try:
-            hdfs.check(spec)
-        except HdfsCheckFailed as exc:
-            print("sparkrunner: ERROR: before spark-submit:", file=sys.stderr)
-            for error in exc.errors:
-                print(f"  {error}", file=sys.stderr)
-            return EXIT_FAILED
-    render(spec, workdir, run_id)
-    hdfs.stage(workdir, run_id)
     print(f"sparkrunner: running {spec.role.value} job {spec.name!r} in {workdir}", file=sys.stderr)
 
     submit = SparkSubmit(argv, workdir, env, workdir / LOG_FILENAME)

@@ -15,15 +15,16 @@ import time
 import uuid
 from pathlib import Path
 
-from .command import build_argv, child_env, job_settings, spark_submit_path
+from .command import child_env, job_settings, spark_submit_path
 from .config import Settings
 from .errors import SparkRunnerError
-from .hdfs import Hdfs, HdfsCheckFailed, needs_hdfs
+from .hdfs import Hdfs, HdfsCheckFailed
 from .jobspec import EXIT_FILENAME, LOG_FILENAME, RESULT_FILENAME, JobSpec, validate
 from .launcher import LogWatcher, Outcome, SparkSubmit, process_start_time
 from .states import ACTIVE_STATES, JobStatus
 from .store import IllegalMove, JobRecord, JobStore
-from .workdir import DIR_MODE, render
+from .prepare import prepare
+from .workdir import DIR_MODE
 
 log = logging.getLogger(__name__)
 
@@ -214,17 +215,12 @@ class JobService:
         workdir = self.jobs_dir / record.id
         try:
             spec: JobSpec = validate(json.loads(record.document))
-            argv = build_argv(self.settings, spec, workdir, self._spark_submit)
             if workdir.exists():
                 shutil.rmtree(workdir)  # a layout the last service run left before starting
-            render(spec, workdir, record.id)
-            if needs_hdfs(spec) or self.settings.hdfs.staging_root:
-                self._hdfs.check(spec)
-                self._hdfs.stage(workdir, record.id)
+            argv = prepare(self.settings, spec, workdir, record.id, self._spark_submit, self._hdfs)
         except HdfsCheckFailed as exc:
             log.warning("Job %s fails its HDFS checks: %s", record.id, exc)
-            self.store.move(record.id, JobStatus.ERROR, f"before spark-submit: {exc}", ended=time.time(),
-                            workdir=str(workdir))
+            self.store.move(record.id, JobStatus.ERROR, f"before spark-submit: {exc}", ended=time.time())
             return
         except Exception as exc:  # one job's trouble must never wedge the queue behind it
             log.warning("Job %s cannot start: %s", record.id, exc)
