@@ -13,7 +13,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -74,7 +73,6 @@ spark.stop()
 '''
 
 PROBE_SCRIPT = r'''
-import sys
 from pyspark.sql import SparkSession
 
 SparkSession.builder.appName(sys.argv[2]).getOrCreate()

@@ -10,8 +10,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow.sdk import BaseOperator, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
+from airflow.sdk import BaseOperator, XComArg, conf
+from airflow.sdk.exceptions import (
+    AirflowException, AirflowFailException, AirflowTaskTimeout, TaskDeferralTimeout)
 
 from ..client import ApiError
 from ..errors import SparkRunnerError
@@ -30,19 +31,21 @@ LOG_PAGE = 1000
 # Fields that travel verbatim: model code and file contents may well contain "{{", "{%" or "{#",
 # and they are the model's business, not Airflow's.
 VERBATIM = {"SOURCE_CODE": "sourceCode", "FILE": "content"}
-# Airflow resumes a task with this method name when the scheduler, not the trigger, ended the
-# deferral; the reason is in next_kwargs["error"]. Both are Airflow's (3.x) wire values.
-TRIGGER_FAIL = "__fail__"
-TRIGGER_TIMEOUT = "Trigger timeout"
 
 
 class JobFailed(SparkRunnerError, AirflowException):
-    """The job ended ERROR or CANCELLED, or could not be followed; a retry may run it again."""
+    """The job ended ERROR or CANCELLED (``status``), or could not be submitted or followed
+    (``job_id`` or ``status`` None); a retry may run it again."""
 
-    def __init__(self, job_id: str | None, status: str, reason: str):
-        self.job_id, self.status, self.reason = job_id, status, reason
-        super().__init__(f"sparkrunner job {job_id} ended {status}: {reason}" if job_id
-                         else f"the job could not be submitted: {reason}")
+    def __init__(self, job_id: str | None, reason: str, status: str | None = None):
+        self.job_id, self.reason, self.status = job_id, reason, status
+        if job_id is None:
+            message = f"the job could not be submitted: {reason}"
+        elif status is None:
+            message = f"sparkrunner job {job_id}: {reason}"
+        else:
+            message = f"sparkrunner job {job_id} ended {status}: {reason}"
+        super().__init__(message)
 
 
 class JobRefused(SparkRunnerError, AirflowFailException):
@@ -63,10 +66,10 @@ def idempotency_key(dag_id: str, task_id: str, run_id: str, map_index: int, gene
 class SparkRunnerJobOperator(BaseOperator):
     """Runs a modelBatchJob on a sparkrunner service and returns the job's result.
 
-    :param job: the job document: a dict, or the path of a JSON file (relative to the DAG's folder
-        or ``template_searchpath``, or absolute) read when the task runs. Strings in it are
-        Jinja-templated (``"fileUrl": "hdfs:///scores/{{ ds }}"``), except model source code and
-        FILE asset contents, which travel verbatim.
+    :param job: the job document: a dict (or an XComArg giving one), or the path of a JSON file (relative to the DAG's folder
+        or ``template_searchpath``, or absolute; itself templated) read when the task runs. Strings
+        in the document are Jinja-templated (``"fileUrl": "hdfs:///scores/{{ ds }}"``), except
+        model source code and FILE asset contents, which travel verbatim.
     :param sparkrunner_conn_id: an Airflow connection of type ``sparkrunner``.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval: seconds between looks at the job.
@@ -90,8 +93,9 @@ class SparkRunnerJobOperator(BaseOperator):
                  deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
                  poll_interval: float = 10.0, max_failed_polls: int = 5, **kwargs: Any):
         super().__init__(**kwargs)
-        if not isinstance(job, (dict, str)):
-            raise TypeError(f"job must be a job document (dict) or a JSON file's path, not {type(job).__name__}")
+        if not isinstance(job, (dict, str, XComArg)):
+            raise TypeError(f"job must be a job document (dict), a JSON file's path or an XComArg, "
+                            f"not {type(job).__name__}")
         if poll_interval <= 0 or max_failed_polls < 0:
             raise ValueError(f"poll_interval must be > 0 and max_failed_polls >= 0, "
                              f"not {poll_interval!r} and {max_failed_polls!r}")
@@ -101,6 +105,8 @@ class SparkRunnerJobOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.max_failed_polls = max_failed_polls
         self.job_id: str | None = None
+        self._cancelled = False
+        self._log_lines = 0  # of the job's log, copied into the task log by this process
 
     @cached_property
     def hook(self) -> SparkRunnerHook:
@@ -152,8 +158,7 @@ class SparkRunnerJobOperator(BaseOperator):
         if not JobStatus(view["jobStatus"]).is_terminal:
             if self.deferrable:
                 self._defer(context)
-            view, seen = self._wait()
-            return self._finish(view, seen)
+            view = self._wait()
         return self._finish(view)
 
     def _submit(self, job: dict, context: Context) -> dict:
@@ -166,7 +171,7 @@ class SparkRunnerJobOperator(BaseOperator):
             except ApiError as exc:
                 if exc.status == 422:
                     raise JobRefused(f"the sparkrunner service refused the job: {exc.detail}", exc.errors) from exc
-                raise JobFailed(None, "unsubmitted", str(exc)) from exc
+                raise JobFailed(None, str(exc)) from exc
             status = JobStatus(view["jobStatus"])
             if status in (JobStatus.ERROR, JobStatus.CANCELLED) and generation < ti.try_number:
                 self.log.info("Job %s, of an earlier try, ended %s (%s); submitting the job again.",
@@ -190,61 +195,61 @@ class SparkRunnerJobOperator(BaseOperator):
                                                  self.max_failed_polls, deadline),
                    method_name="execute_complete", timeout=timeout)
 
-    def _wait(self) -> tuple[dict, int]:
+    def _wait(self) -> dict:
         """Polls the job to its end, copying its log into the task log as it grows; returns the
-        job's last view and how many log lines were copied."""
-        seen = 0
+        job's last view."""
         failures = 0
         while True:
             try:
                 view = self.hook.get(self.job_id)
-                seen = self._copy_log(seen)
+                self._copy_log()
             except ApiError as exc:
                 failures += 1
                 if not is_transient(exc) or failures > self.max_failed_polls:
-                    raise JobFailed(self.job_id, "unknown", f"cannot follow the job: {exc}") from exc
+                    raise JobFailed(self.job_id, f"cannot follow it: {exc}") from exc
                 self.log.warning("Polling job %s failed (%d of %d failures in a row tolerated): %s",
                                  self.job_id, failures, self.max_failed_polls, exc)
             else:
                 failures = 0
                 if JobStatus(view["jobStatus"]).is_terminal:
-                    return view, seen
+                    return view
             time.sleep(self.poll_interval)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Where a deferred task resumes when its trigger fires."""
         self.job_id = event["job_id"]
         if event["status"] == "timeout":
-            self._copy_log_safely(0)
-            raise AirflowTaskTimeout(f"execution_timeout ({self.execution_timeout}) passed: {event['message']}")
+            self._cancelled = True  # by the trigger already; on_kill() need not ask again
+            self._copy_log_safely()
+            raise AirflowTaskTimeout(f"job {self.job_id}: {event['message']}")
         if event["status"] != "done":
-            raise JobFailed(self.job_id, "unknown", event.get("message", f"trigger event {event!r}"))
+            raise JobFailed(self.job_id, event.get("message", f"unexpected trigger event {event!r}"))
         return self._finish(event["job"])
 
-    def _finish(self, view: dict, seen: int = 0) -> Any:
+    def _finish(self, view: dict) -> Any:
         """The job's result, after copying the rest of its log; raises unless it is COMPLETE."""
-        self._copy_log_safely(seen)
+        self._copy_log_safely()
         status = JobStatus(view["jobStatus"])
         if status is not JobStatus.COMPLETE:
-            raise JobFailed(self.job_id, status.value, view.get("reason") or "no reason given")
+            raise JobFailed(self.job_id, view.get("reason") or "no reason given", status.value)
         self.log.info("Job %s is COMPLETE: %s.", self.job_id, view.get("reason"))
         return view.get("result")
 
     # -- the driver log -----------------------------------------------------------------------
 
-    def _copy_log(self, start: int) -> int:
-        """Copies the job's log lines from ``start`` on into the task log; returns where it stopped."""
+    def _copy_log(self) -> None:
+        """Copies the job's log lines this process has not copied yet into the task log."""
         while True:
-            page = self.hook.log(self.job_id, start=start, size=LOG_PAGE)
+            page = self.hook.log(self.job_id, start=self._log_lines, size=LOG_PAGE)
             for line in page["log"]:
                 self.log.info("[job] %s", line)
-            start = page["from"] + len(page["log"])
-            if start >= page["total"] or not page["log"]:
-                return start
+            self._log_lines = page["from"] + len(page["log"])
+            if self._log_lines >= page["total"] or not page["log"]:
+                return
 
-    def _copy_log_safely(self, start: int) -> None:
+    def _copy_log_safely(self) -> None:
         try:
-            self._tolerating(lambda: self._copy_log(start))
+            self._tolerating(self._copy_log)
         except ApiError as exc:  # the log is a convenience; the job's outcome decides the task
             self.log.warning("Could not copy the log of job %s: %s", self.job_id, exc)
 
@@ -252,25 +257,28 @@ class SparkRunnerJobOperator(BaseOperator):
 
     def on_kill(self) -> None:
         """The task is being killed (or its execution_timeout passed): cancel the job."""
-        if self.job_id:
+        if self.job_id and not self._cancelled:
             self._cancel("the task was killed or timed out")
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        # When the scheduler times a deferral out, it resumes the task straight into a failure,
-        # never asking the trigger or calling on_kill(): without this the job would run on.
-        if next_method == TRIGGER_FAIL and (next_kwargs or {}).get("error") == TRIGGER_TIMEOUT:
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout:
+            # The scheduler timed the deferral out: it dropped the trigger without its on_kill()
+            # and resumed the task straight into this failure, so nobody else cancels the job.
             self.job_id = context["ti"].xcom_pull(task_ids=self.task_id, key=JOB_ID_KEY)
             if self.job_id:
                 self._cancel("Airflow timed the deferred task out")
-        return super().resume_execution(next_method, next_kwargs, context)
+            raise
 
     def _cancel(self, why: str) -> None:
         try:
-            view = self.hook.cancel(self.job_id)
+            self.hook.cancel(self.job_id)
         except ApiError as exc:
             self.log.warning("Cancelling job %s failed (%s): %s", self.job_id, why, exc)
             return
-        self.log.info("Cancelled job %s (%s); it is %s.", self.job_id, why, view.get("jobStatus"))
+        self._cancelled = True
+        self.log.info("Cancelled job %s: %s.", self.job_id, why)
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ class SparkRunnerJobTrigger(BaseTrigger):
             except ApiError as exc:
                 failures += 1
                 if not is_transient(exc) or failures > self.max_failed_polls:
-                    yield self._event("error", message=f"cannot follow job {self.job_id}: {exc}")
+                    yield self._event("error", message=f"cannot follow it: {exc}")
                     return
                 self.log.warning("Polling job %s failed (%d of %d failures in a row tolerated): %s",
                                  self.job_id, failures, self.max_failed_polls, exc)
@@ -68,8 +68,8 @@ class SparkRunnerJobTrigger(BaseTrigger):
                     yield self._event("done", job=view)
                     return
             if self.deadline is not None and time.time() >= self.deadline:
-                message = await self._cancel(f"the task's execution_timeout passed while job "
-                                             f"{self.job_id} was {status or 'unknown'}")
+                message = await self._cancel(f"the task's execution_timeout passed while the job "
+                                             f"was {status or 'unknown'}")
                 yield self._event("timeout", message=message)
                 return
             pause = self.poll_interval
