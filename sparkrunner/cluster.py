@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SparkRunnerError
+from .launcher import signal_group
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +357,7 @@ def _stop(processes, grace: float) -> list[str]:
     messages = []
     stopping = []
     for proc in processes:
-        if _is_alive(proc) and _signal_group(proc.pid, signal.SIGTERM):
+        if _is_alive(proc) and signal_group(proc.pid, signal.SIGTERM):
             stopping.append(proc)
         else:
             messages.append(f"{proc.name} (pid {proc.pid}) was not running")
@@ -372,21 +373,12 @@ def _stop(processes, grace: float) -> list[str]:
         if _group_members(proc.pid):
             log.warning("The Spark %s (pid %d) outlived SIGTERM by %.0f s; killing it.",
                         proc.name, proc.pid, grace)
-            _signal_group(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
             messages.append(f"killed {proc.name} (pid {proc.pid}) after {grace:.0f} s")
         else:
             messages.append(f"stopped {proc.name} (pid {proc.pid})")
     _reap()
     return messages
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Sends ``sig`` to the process group; False if it is gone, which is no error."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def _reap() -> None:
