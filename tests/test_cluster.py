@@ -73,6 +73,7 @@ spark.stop()
 '''
 
 PROBE_SCRIPT = r'''
+import sys
 from pyspark.sql import SparkSession
 
 SparkSession.builder.appName(sys.argv[2]).getOrCreate()
