@@ -109,14 +109,7 @@ def load_job(path: str):
     """The validated job spec in the file at ``path`` (``-`` for standard input)."""
     from .jobspec import parse_document, validate
 
-    if path == "-":
-        text = sys.stdin.buffer.read()
-    else:
-        try:
-            text = Path(path).read_bytes()
-        except OSError as exc:
-            raise UsageError(f"cannot read job file {path!r}: {exc.strerror}") from exc
-    return validate(parse_document(text))
+    return validate(parse_document(_read(path)))
 
 
 def _settings(args):
@@ -283,10 +276,9 @@ def cmd_submit(args) -> int:
     from .client import ApiError
     from .jobspec import parse_document
 
-    text = sys.stdin.buffer.read() if args.job == "-" else _read(args.job)
     client = _client(args)
     try:
-        job = client.submit(parse_document(text), idempotency_key=args.idempotency_key)
+        job = client.submit(parse_document(_read(args.job)), idempotency_key=args.idempotency_key)
     except ApiError as exc:
         if exc.status == 422:
             raise JobInvalid([_field_error(e) for e in exc.errors]) from exc
@@ -300,6 +292,9 @@ def cmd_submit(args) -> int:
 
 
 def _read(path: str) -> bytes:
+    """The bytes of a job file, or of standard input for ``-``."""
+    if path == "-":
+        return sys.stdin.buffer.read()
     try:
         return Path(path).read_bytes()
     except OSError as exc:

@@ -72,7 +72,7 @@ class JobService:
             directory.chmod(DIR_MODE)
         self._lock_file = _lock_data_dir(self.data_dir)
         self.store = JobStore(self.data_dir / "jobs.db")
-        self.max_running = max(1, settings.service.max_concurrent_jobs)
+        self.max_running = settings.service.max_concurrent_jobs  # at least 1: config checks it
         self._spark_submit = spark_submit_path(settings)
         self._env = child_env(settings)
         self._hdfs = Hdfs(settings.hdfs)
@@ -278,12 +278,3 @@ class JobService:
                 log.warning("Job %s ended, but %s.", job_id, exc)
             log.info("Job %s ended %s: %s", job_id, outcome.status, outcome.reason)
         self._wake.set()
-
-    def wait_idle(self, timeout: float) -> bool:
-        """True once no job is queued or running (for tests and orderly shutdowns)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.store.unfinished():
-                return True
-            time.sleep(0.1)
-        return False
