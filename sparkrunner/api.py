@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from . import __version__
+from .auth import CSRF_HEADER, Guard, Tokens
 from .config import Settings
 from .errors import JobInvalid
 from .jobspec import JOB_TYPES, parse_document, schema
@@ -85,9 +86,12 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
             if owns_service:
                 app.state.service.close()
 
+    tokens = Tokens(settings.service.tokens)
     app = FastAPI(title="sparkrunner", version=__version__, lifespan=lifespan,
-                  description="Run ModelOp-style modelBatchJob documents on Apache Spark.")
+                  description="Run ModelOp-style modelBatchJob documents on Apache Spark.",
+                  responses=COMMON_RESPONSES)
     app.state.service = service
+    app.add_middleware(Guard, tokens=tokens, max_request_bytes=settings.service.max_request_bytes)
 
     def svc() -> JobService:
         return app.state.service
@@ -139,20 +143,22 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
         return {"from": start, "size": len(records), "total": total,
                 "jobs": [job_view(r) for r in records]}
 
-    @app.get("/jobs/{job_id}", summary="A job: state, times, end reason, log tail, result")
+    job_responses = {404: {"description": "No such job (or another user's)"}}
+
+    @app.get("/jobs/{job_id}", responses=job_responses, summary="A job: state, times, end reason, log tail, result")
     async def get_job(request: Request, job_id: str):
         # Inline, not in the thread pool: one indexed SQLite read and two small file reads cost
         # less than the hand-off to a worker thread, and this is what clients poll.
         return job_view(find(request, job_id), svc())
 
-    @app.get("/jobs/{job_id}/log", summary="Page through a job's driver log")
+    @app.get("/jobs/{job_id}/log", responses=job_responses, summary="Page through a job's driver log")
     def get_log(request: Request, job_id: str, start: int | None = Query(None, alias="from", ge=0),
                 size: int = Query(100, ge=1, le=10_000)):
         record = find(request, job_id)
         begin, total, lines = svc().read_log(record, start, size)
         return {"id": record.id, "from": begin, "total": total, "log": lines}
 
-    @app.post("/jobs/{job_id}/cancel", summary="Cancel a job (repeatable)")
+    @app.post("/jobs/{job_id}/cancel", responses=job_responses, summary="Cancel a job (repeatable)")
     def cancel(request: Request, job_id: str):
         find(request, job_id)
         return job_view(svc().cancel(job_id), svc())
@@ -165,12 +171,25 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
         if app.openapi_schema is None:
             spec = get_openapi(title=app.title, version=app.version, description=app.description,
                                routes=app.routes)
-            spec.setdefault("components", {}).setdefault("schemas", {}).update(openapi_job_schemas())
+            components = spec.setdefault("components", {})
+            components.setdefault("schemas", {}).update(openapi_job_schemas())
+            if tokens.enabled:
+                components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"},
+                                                 "basic": {"type": "http", "scheme": "basic"}}
+                spec["security"] = [{"bearer": []}, {"basic": []}]
             app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+#: What the guard (auth.py) may answer before any route runs.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Authentication is configured, and the request has no valid token"},
+    403: {"description": f"A state-changing request without a bearer token or an {CSRF_HEADER} header"},
+    413: {"description": "The request body is larger than service.max_request_bytes"},
+}
 
 
 def openapi_job_schemas() -> dict[str, Any]:
