@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -36,7 +37,7 @@ def _lock_data_dir(data_dir: Path):
     """Holds an exclusive lock on the data directory: two services there would run jobs twice."""
     import fcntl
 
-    handle = open(data_dir / "service.lock", "a")
+    handle = os.fdopen(os.open(data_dir / "service.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -206,13 +207,18 @@ class JobService:
                 time.sleep(1.0)
 
     def _launch_queued(self) -> None:
-        with self._lock:
-            free = self.max_running - len(self._runs)
-            if free <= 0:
-                return
-            queued, _ = self.store.list(status=[JobStatus.CREATED], limit=free, oldest_first=True)
-            for record in queued:
-                self._launch(record)
+        """Starts queued jobs, oldest first, while slots are free. A job that ends as it starts
+        (an invalid document, a failed HDFS check) frees its slot at once for the next."""
+        while not self._stopping.is_set():
+            with self._lock:  # taken per batch, so that cancels get in between
+                free = self.max_running - len(self._runs)
+                if free <= 0:
+                    return
+                queued, _ = self.store.list(status=[JobStatus.CREATED], limit=free, oldest_first=True)
+                if not queued:
+                    return
+                for record in queued:
+                    self._launch(record)
 
     def _launch(self, record: JobRecord) -> None:
         """Lays out and starts one queued job (called with the lock held)."""

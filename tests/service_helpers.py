@@ -55,6 +55,8 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = config or self._write_config(max_jobs, extra)
         self.process: subprocess.Popen | None = None
+        #: Sent with every request (e.g. an Authorization header); per-call headers win.
+        self.headers: dict[str, str] = {}
 
     def _write_config(self, max_jobs: int, extra: str) -> Path:
         """A configuration for this service; ``extra`` is appended (YAML, top-level keys).
@@ -113,11 +115,11 @@ class Service:
 
     def post(self, path: str, headers: dict | None = None, **kwargs) -> requests.Response:
         """A POST as a program sends it: with the header the cross-site check asks for."""
-        headers = {"X-Requested-By": "sparkrunner-tests", **(headers or {})}
+        headers = {"X-Requested-By": "sparkrunner-tests", **self.headers, **(headers or {})}
         return requests.post(self.url + path, timeout=30, headers=headers, **kwargs)
 
-    def get(self, path: str, **kwargs) -> requests.Response:
-        return requests.get(self.url + path, timeout=30, **kwargs)
+    def get(self, path: str, headers: dict | None = None, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, headers={**self.headers, **(headers or {})}, **kwargs)
 
     def submit(self, doc: dict, **headers) -> dict:
         response = self.post("/jobs", json=doc, headers=headers)
