@@ -13,8 +13,11 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from . import __version__
 from .config import Settings
@@ -27,6 +30,7 @@ from .store import JobNotFound, JobRecord
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
+MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: a larger OFFSET cannot even be bound
 JobTypeName = Literal["MODEL_BATCH_JOB", "MODEL_BATCH_TEST_JOB", "MODEL_BATCH_TRAINING_JOB"]
 assert set(JobTypeName.__args__) == set(JOB_TYPES)
 
@@ -105,6 +109,17 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
     async def not_found(request: Request, exc: JobNotFound):
         return _error(404, str(exc))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of the first route matching the path only;
+            # /jobs has two routes (GET, POST) and Allow must name every method it supports.
+            allowed = {method for route in app.router.routes
+                       if route.matches(request.scope)[0] is not Match.NONE
+                       for method in getattr(route, "methods", None) or ()}
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return await http_exception_handler(request, exc)
+
     @app.post("/jobs", status_code=201, summary="Submit a job",
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"$ref": "#/components/schemas/ModelBatchJob"}}}}},
@@ -132,27 +147,29 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
     def list_jobs(request: Request,
                   job_status: list[JobStatus] | None = Query(None, alias="jobStatus"),
                   job_type: JobTypeName | None = Query(None, alias="jobType"),
-                  start: int = Query(0, alias="from", ge=0),
+                  start: int = Query(0, alias="from", ge=0, le=MAX_OFFSET),
                   size: int = Query(20, ge=1, le=MAX_PAGE)):
         records, total = svc().store.list(status=job_status, job_type=job_type,
                                           owner=owner_of(request), offset=start, limit=size)
         return {"from": start, "size": len(records), "total": total,
                 "jobs": [job_view(r) for r in records]}
 
-    @app.get("/jobs/{job_id}", summary="A job: state, times, end reason, log tail, result")
+    job_responses = {404: {"description": "No such job (or another user's)"}}
+
+    @app.get("/jobs/{job_id}", responses=job_responses, summary="A job: state, times, end reason, log tail, result")
     async def get_job(request: Request, job_id: str):
         # Inline, not in the thread pool: one indexed SQLite read and two small file reads cost
         # less than the hand-off to a worker thread, and this is what clients poll.
         return job_view(find(request, job_id), svc())
 
-    @app.get("/jobs/{job_id}/log", summary="Page through a job's driver log")
+    @app.get("/jobs/{job_id}/log", responses=job_responses, summary="Page through a job's driver log")
     def get_log(request: Request, job_id: str, start: int | None = Query(None, alias="from", ge=0),
                 size: int = Query(100, ge=1, le=10_000)):
         record = find(request, job_id)
         begin, total, lines = svc().read_log(record, start, size)
         return {"id": record.id, "from": begin, "total": total, "log": lines}
 
-    @app.post("/jobs/{job_id}/cancel", summary="Cancel a job (repeatable)")
+    @app.post("/jobs/{job_id}/cancel", responses=job_responses, summary="Cancel a job (repeatable)")
     def cancel(request: Request, job_id: str):
         find(request, job_id)
         return job_view(svc().cancel(job_id), svc())
