@@ -5,7 +5,7 @@ must match the document: its status code, content type, headers and body schema.
 
 from __future__ import annotations
 
-import time
+import dataclasses
 import uuid
 
 import hypothesis
@@ -15,26 +15,25 @@ from schemathesis.config import SchemathesisConfig
 
 from conftest import make_job
 from sparkrunner.api import create_app
-from sparkrunner.config import Settings
+from sparkrunner.config import ServiceSettings, Settings
 from reliability_helpers import TERMINAL, Client, service_has_tokens, start_service
 
 pytestmark = pytest.mark.e2e
 
 #: Fuzzing examples per operation; the coverage phase adds its own deterministic cases.
 MAX_EXAMPLES = 25
+STATEFUL_STEPS = 10
 #: A job that fails before spark-submit (an hdfs:// input with no namenode configured): a real
 #: stored job for the fuzzer to find, without a JVM.
 NO_JVM_JOB = make_job(inputData=[{"assetType": "EXTERNAL_FILE", "name": "in", "fileUrl": "hdfs:///fuzz/in.csv"}])
 
 
-@pytest.fixture(scope="module", params=["anonymous", "bearer token"])
-def target(request, tmp_path_factory):
-    """A service, and a client of it: anonymous, or with a token when the service knows tokens."""
-    tokens = None
-    if request.param == "bearer token":
-        if not service_has_tokens():
-            pytest.skip("this service has no API tokens (service.tokens)")
-        tokens = {"fuzzer": "fuzz-" + uuid.uuid4().hex}
+TOKEN = "fuzz-" + uuid.uuid4().hex
+TOKENS = {"fuzzer": TOKEN} if service_has_tokens() else None
+
+
+def serve(tmp_path_factory, tokens):
+    """A service and a client of it: anonymous, or with a bearer token."""
     # One job at a time and a short default timeout: a generated document that happens to be
     # valid would start a real spark-submit.
     service = start_service(tmp_path_factory.mktemp("fuzz"), "data", tokens=tokens, max_jobs=1,
@@ -53,8 +52,8 @@ def target(request, tmp_path_factory):
         service.stop()
 
 
-def load_schema() -> schemathesis.BaseSchema:
-    """The service's OpenAPI document, as the app builds it (the target must serve the same)."""
+def load_schema(settings: Settings) -> schemathesis.BaseSchema:
+    """The OpenAPI document the app builds with ``settings`` (each target must serve the same)."""
     config = SchemathesisConfig.from_dict({
         "seed": 7,  # the same cases each run: a failure reproduces
         "generation": {"max-examples": MAX_EXAMPLES},
@@ -62,7 +61,7 @@ def load_schema() -> schemathesis.BaseSchema:
             "examples": {"enabled": True},
             "coverage": {"enabled": True},
             "fuzzing": {"enabled": True},
-            "stateful": {"enabled": True, "max-steps": 10},
+            "stateful": {"enabled": True, "max-steps": STATEFUL_STEPS},
         },
         "checks": {
             # A document can match the schema and still be refused: its source must parse and
@@ -70,37 +69,68 @@ def load_schema() -> schemathesis.BaseSchema:
             "positive_data_acceptance": {"expected-statuses": ["2XX", 404, 422]},
         },
     })
-    return schemathesis.openapi.from_dict(APP_OPENAPI, config=config)
+    return schemathesis.openapi.from_dict(create_app(settings).openapi(), config=config)
 
 
-# Built in-process when the module loads, because schemathesis generates one test per operation
-# at collection, before any service runs (its lazy loader fails on pytest 9.2).
-APP_OPENAPI = create_app(Settings()).openapi()
-schema = load_schema()
-
-
-@pytest.fixture(scope="module")
-def api(target):
-    """The target, after checking it serves the document the tests were generated from."""
+def check_serves(target, schema) -> None:
     service, client = target
     served = client.get("/openapi.json")
-    assert served.status_code == 200 and served.json() == APP_OPENAPI
-    return service, client
+    assert served.status_code == 200 and served.json() == schema.raw_schema
 
 
-@schema.parametrize()
-def test_every_operation_answers_without_server_errors_and_as_documented(case, api):
-    service, client = api
-    case.call_and_validate(base_url=service.url, headers=client.headers)
-
-
-def test_stateful_sequences_answer_as_documented(api):
-    service, client = api
+def run_stateful(schema, target) -> None:
+    """Schemathesis' state machine for ``schema`` (its links, or random calls) against ``target``."""
+    service, client = target
 
     class Machine(schema.as_state_machine()):
         def get_call_kwargs(self, case):
             return {"base_url": service.url, "headers": client.headers}
 
     hypothesis.stateful.run_state_machine_as_test(Machine, settings=hypothesis.settings(
-        max_examples=MAX_EXAMPLES, stateful_step_count=10, deadline=None, database=None,
-        suppress_health_check=list(hypothesis.HealthCheck)))
+        max_examples=MAX_EXAMPLES, stateful_step_count=STATEFUL_STEPS, deadline=None,
+        database=None, suppress_health_check=list(hypothesis.HealthCheck)))
+
+
+# The documents are built in-process when the module loads: schemathesis makes one test per
+# operation at collection, before any service runs (its lazy loader fails on pytest 9.2).
+ANONYMOUS = load_schema(Settings())
+
+
+@pytest.fixture(scope="module")
+def anonymous(tmp_path_factory):
+    yield from serve(tmp_path_factory, None)
+
+
+@pytest.fixture(scope="module")
+def with_token(tmp_path_factory):
+    yield from serve(tmp_path_factory, TOKENS)
+
+
+@ANONYMOUS.parametrize()
+def test_every_operation_answers_as_documented_without_credentials(case, anonymous):
+    check_serves(anonymous, ANONYMOUS)
+    service, client = anonymous
+    case.call_and_validate(base_url=service.url, headers=client.headers)
+
+
+def test_stateful_sequences_answer_as_documented_without_credentials(anonymous):
+    check_serves(anonymous, ANONYMOUS)
+    run_stateful(ANONYMOUS, anonymous)
+
+
+if TOKENS:
+    WITH_TOKEN = load_schema(Settings().with_overrides(
+        service=dataclasses.replace(ServiceSettings(), tokens=TOKENS)))
+
+    @WITH_TOKEN.parametrize()
+    def test_every_operation_answers_as_documented_with_a_token(case, with_token):
+        check_serves(with_token, WITH_TOKEN)
+        service, client = with_token
+        case.call_and_validate(base_url=service.url, headers=client.headers)
+
+    def test_stateful_sequences_answer_as_documented_with_a_token(with_token):
+        check_serves(with_token, WITH_TOKEN)
+        run_stateful(WITH_TOKEN, with_token)
+else:
+    def test_every_operation_answers_as_documented_with_a_token():
+        pytest.skip("this service has no API tokens (service.tokens)")
