@@ -36,6 +36,8 @@ class Connection:
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if method == "POST":
+            headers["X-Requested-By"] = "sparkrunner-bench"
         self.conn.request(method, path, body=body, headers=headers)
         response = self.conn.getresponse()
         return response.status, response.read()

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from . import __version__
+from .auth import CSRF_HEADER, Guard, Tokens
 from .config import Settings
 from .errors import JobInvalid
 from .jobspec import JOB_TYPES, parse_document, schema
@@ -89,9 +90,12 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
             if owns_service:
                 app.state.service.close()
 
+    tokens = Tokens(settings.service.tokens)
     app = FastAPI(title="sparkrunner", version=__version__, lifespan=lifespan,
-                  description="Run ModelOp-style modelBatchJob documents on Apache Spark.")
+                  description="Run ModelOp-style modelBatchJob documents on Apache Spark.",
+                  responses=COMMON_RESPONSES)
     app.state.service = service
+    app.add_middleware(Guard, tokens=tokens, max_request_bytes=settings.service.max_request_bytes)
 
     def svc() -> JobService:
         return app.state.service
@@ -182,12 +186,25 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
         if app.openapi_schema is None:
             spec = get_openapi(title=app.title, version=app.version, description=app.description,
                                routes=app.routes)
-            spec.setdefault("components", {}).setdefault("schemas", {}).update(openapi_job_schemas())
+            components = spec.setdefault("components", {})
+            components.setdefault("schemas", {}).update(openapi_job_schemas())
+            if tokens.enabled:
+                components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"},
+                                                 "basic": {"type": "http", "scheme": "basic"}}
+                spec["security"] = [{"bearer": []}, {"basic": []}]
             app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+#: What the guard (auth.py) may answer before any route runs.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Authentication is configured, and the request has no valid token"},
+    403: {"description": f"A state-changing request without a bearer token or an {CSRF_HEADER} header"},
+    413: {"description": "The request body is larger than service.max_request_bytes"},
+}
 
 
 def openapi_job_schemas() -> dict[str, Any]:

@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     def client_command(name: str, handler, help: str) -> argparse.ArgumentParser:
         sub = command(name, handler, help)
         sub.add_argument("--url", help="the service (default: $SPARKRUNNER_URL, else http://127.0.0.1:8765)")
+        sub.add_argument("--token-file", type=Path,
+                         help="file holding the API token (default: $SPARKRUNNER_TOKEN; never put "
+                              "a token itself on a command line)")
         return sub
 
     sub = client_command("submit", cmd_submit, "submit a job to the service and print its id")
@@ -105,11 +108,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_job(path: str):
-    """The validated job spec in the file at ``path`` (``-`` for standard input)."""
-    from .jobspec import parse_document, validate
+def load_job(path: str, settings):
+    """The validated job spec in the file at ``path`` (``-`` for standard input).
 
-    return validate(parse_document(_read(path)))
+    Within ``settings``' limits and URL schemes; local paths are not limited to the service's
+    roots, since here the job runs as whoever runs the command.
+    """
+    from .errors import JobInvalid
+    from .jobspec import parse_document, validate
+    from .locations import location_problems
+
+    spec = validate(parse_document(_read(path)), settings.limits)
+    problems = location_problems(spec.document, settings.policy, local=False)
+    if problems:
+        raise JobInvalid(problems)
+    return spec
 
 
 def _settings(args):
@@ -141,7 +154,7 @@ def cmd_validate(args) -> int:
     from .command import job_settings
 
     settings = _settings(args)
-    spec = load_job(args.job)
+    spec = load_job(args.job, settings)
     job_settings(spec, settings.policy.allow)
     counts = f"{len(spec.inputs)} input(s), {len(spec.outputs)} output(s), {len(spec.attachments)} attachment(s)"
     init = f", init {spec.init_function}()" if spec.init_function else ""
@@ -155,7 +168,7 @@ def cmd_render(args) -> int:
     from .workdir import render
 
     settings = _settings(args)
-    spec = load_job(args.job)
+    spec = load_job(args.job, settings)
     argv = build_argv(settings, spec, args.workdir.absolute(), spark_submit_path(settings))
     workdir = render(spec, args.workdir, new_run_id())
     print(f"working directory: {workdir}")
@@ -171,7 +184,7 @@ def cmd_run(args) -> int:
     from .prepare import prepare
 
     settings = _settings(args)
-    spec = load_job(args.job)
+    spec = load_job(args.job, settings)
     run_id = new_run_id()
     workdir = (args.workdir or settings.data_dir / "runs" / run_id).absolute()
     try:
@@ -239,10 +252,10 @@ def cmd_serve(args) -> int:
     service = dataclasses.replace(settings.service, **{k: v for k, v in
                                   (("host", args.host), ("port", args.port)) if v is not None})
     settings = settings.with_overrides(service=service)
-    if not _is_loopback(service.host):
-        # No authentication exists yet: anyone who can reach the port could run code.
-        raise UsageError(f"refusing to serve on {service.host!r}: without authentication the "
-                         "service binds only to a loopback address (127.0.0.1, ::1, localhost)")
+    if not _is_loopback(service.host) and not service.tokens:
+        # Anyone who can reach the port could run code as this user.
+        raise UsageError(f"refusing to serve on {service.host!r} without authentication: configure "
+                         "service.tokens, or bind to a loopback address (127.0.0.1, ::1, localhost)")
     print(f"sparkrunner: serving on http://{service.host}:{service.port} "
           f"(data in {settings.data_dir}, at most {service.max_concurrent_jobs} jobs at once)",
           file=sys.stderr, flush=True)
@@ -265,7 +278,13 @@ def _is_loopback(host: str) -> bool:
 def _client(args):
     from .client import Client
 
-    return Client(args.url)
+    token = None
+    if args.token_file:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --token-file {str(args.token_file)!r}: {exc.strerror}") from exc
+    return Client(args.url, token)
 
 
 def _print_json(value) -> None:

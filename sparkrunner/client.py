@@ -12,6 +12,7 @@ from .errors import SparkRunnerError
 from .states import JobStatus
 
 URL_ENV = "SPARKRUNNER_URL"
+CSRF_HEADER = "X-Requested-By"
 TOKEN_ENV = "SPARKRUNNER_TOKEN"
 DEFAULT_URL = "http://127.0.0.1:8765"
 
@@ -32,6 +33,8 @@ class Client:
         token = token or os.environ.get(TOKEN_ENV)
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
+        # Marks requests as a program's, not a browser form's (the service's cross-site check).
+        self.session.headers[CSRF_HEADER] = "sparkrunner-client"
 
     def _call(self, method: str, path: str, **kwargs) -> requests.Response:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,24 @@ class PolicySettings:
     #: Glob patterns of Spark properties a job may set although the policy refuses them by
     #: default, e.g. ["spark.driver.extraJavaOptions"].
     allow: tuple[str, ...] = ()
+    #: URL schemes a job's fileUrl may use. A plain path counts as "file".
+    file_url_schemes: tuple[str, ...] = ("file", "hdfs", "webhdfs")
+    #: Directories under which the service accepts local fileUrls (plain paths and file://).
+    #: Empty: the service accepts none, as Livy's local-dir whitelist. ``sparkrunner run`` runs
+    #: as its user, on that user's files, and is not limited by this list.
+    local_roots: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Bounds on one job document, checked before anything is stored or run."""
+
+    #: Deepest nesting of objects and arrays in a job document.
+    max_json_depth: int = 64
+    #: Most assets in one job: modelAssets, inputData and outputData together.
+    max_assets: int = 1000
+    #: Largest sourceCode or content of one asset, in bytes (UTF-8).
+    max_asset_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,11 @@ class ServiceSettings:
     max_concurrent_jobs: int = 2
     #: Jobs without their own timeoutSeconds end as ERROR after this many seconds; 0 means never.
     default_timeout_seconds: int = 0
+    #: API users and their tokens, {user: token}; a token may be written as "sha256:<hex>" so
+    #: that the file does not hold it. Empty: no authentication, and loopback addresses only.
+    tokens: dict[str, str] = field(default_factory=dict)
+    #: Largest request body, in bytes; larger ones get 413, with or without a Content-Length.
+    max_request_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,6 +101,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     hdfs: HdfsSettings = field(default_factory=HdfsSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     def with_overrides(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -103,6 +128,8 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     here = Path(path).resolve().parent
     if not Path(settings.data_dir).expanduser().is_absolute():
         settings = settings.with_overrides(data_dir=(here / settings.data_dir).resolve())
+    roots = tuple(str((here / Path(r).expanduser()).resolve()) for r in settings.policy.local_roots)
+    settings = settings.with_overrides(policy=dataclasses.replace(settings.policy, local_roots=roots))
     conf_dir = settings.spark.conf_dir
     if conf_dir and not Path(conf_dir).expanduser().is_absolute():
         settings = settings.with_overrides(
@@ -123,6 +150,23 @@ def from_dict(raw: Any, source: str = "configuration") -> Settings:
     if settings.service.max_concurrent_jobs < 1:
         raise ConfigError(f"{source}.service.max_concurrent_jobs: must be at least 1, not "
                           f"{settings.service.max_concurrent_jobs}")
+    for name in ("max_json_depth", "max_assets", "max_asset_bytes"):
+        if getattr(settings.limits, name) < 1:
+            raise ConfigError(f"{source}.limits.{name}: must be at least 1, not {getattr(settings.limits, name)}")
+    if settings.service.max_request_bytes < 1024:
+        raise ConfigError(f"{source}.service.max_request_bytes: must be at least 1024, not "
+                          f"{settings.service.max_request_bytes}")
+    for user, token in settings.service.tokens.items():
+        if not user or ":" in user:
+            raise ConfigError(f"{source}.service.tokens: user name {user!r} must be non-empty and "
+                              "hold no ':' (HTTP basic sends user:token)")
+        if token.startswith("sha256:"):
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", token.removeprefix("sha256:")):
+                raise ConfigError(f"{source}.service.tokens.{user}: 'sha256:' must be followed by "
+                                  "the 64 hex digits of the token's SHA-256 digest")
+        elif len(token) < 16:
+            raise ConfigError(f"{source}.service.tokens.{user}: a token needs at least 16 "
+                              "characters (the value is not shown)")
     if settings.hdfs.existing_outputs not in EXISTING_OUTPUT_POLICIES:
         raise ConfigError(f"{source}.hdfs.existing_outputs: {settings.hdfs.existing_outputs!r} is not "
                           f"one of {', '.join(EXISTING_OUTPUT_POLICIES)}")

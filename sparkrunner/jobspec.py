@@ -21,6 +21,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from .config import LimitSettings
 from .errors import FieldError, JobInvalid
 
 # Names sparkrunner itself writes into every working directory; an asset may not take them.
@@ -126,8 +127,13 @@ def parse_document(text: str | bytes) -> dict:
     return document
 
 
-def validate(document: Mapping[str, Any]) -> JobSpec:
+def validate(document: Mapping[str, Any], limits: LimitSettings = LimitSettings()) -> JobSpec:
     """The job spec for ``document``, or :class:`JobInvalid` listing every problem at once."""
+    # Bounds first: the schema walk and everything after it assume a document of sane size.
+    depth = _depth(document, limits.max_json_depth)
+    if depth > limits.max_json_depth:
+        raise JobInvalid([FieldError("$", f"is nested more than {limits.max_json_depth} levels deep "
+                                          f"(limits.max_json_depth)")])
     errors = [
         FieldError(_json_path(err.absolute_path), _schema_message(err))
         for err in sorted(_validator().iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
@@ -135,12 +141,52 @@ def validate(document: Mapping[str, Any]) -> JobSpec:
     if errors:
         # The checks below assume the document has the schema's shape.
         raise JobInvalid(errors)
+    size_errors = _size_problems(document, limits)
+    if size_errors:
+        raise JobInvalid(size_errors)
     document = copy.deepcopy(dict(document))
     try:
         json.dumps(document, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (ValueError, UnicodeEncodeError) as exc:
         raise JobInvalid([FieldError("$", f"holds a value that cannot be stored as UTF-8 JSON: {exc}")]) from exc
     return _build(document)
+
+
+def _depth(value: Any, stop_after: int) -> int:
+    """How deeply ``value`` nests objects and arrays (a scalar is 0), counted iteratively and
+    only up to one past ``stop_after``."""
+    deepest, level = 0, [(value, 0)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth <= stop_after:
+                level.extend((v, depth) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _size_problems(document: Mapping[str, Any], limits: LimitSettings) -> list[FieldError]:
+    """Too many assets, or an asset whose source or content is too large (schema-valid input)."""
+    assets = [("$.model.storedModel.modelAssets", document["model"]["storedModel"]["modelAssets"]),
+              ("$.inputData", document.get("inputData") or []),
+              ("$.outputData", document.get("outputData") or [])]
+    count = sum(len(items) for _, items in assets)
+    if count > limits.max_assets:
+        return [FieldError("$", f"holds {count} assets in modelAssets, inputData and outputData; "
+                                f"at most {limits.max_assets} are accepted (limits.max_assets)")]
+    errors = []
+    for path, items in assets:
+        for i, asset in enumerate(items):
+            for field in ("sourceCode", "content"):
+                text = asset.get(field)
+                if isinstance(text, str) and len(text) > limits.max_asset_bytes // 4 and \
+                        len(text.encode("utf-8", "surrogatepass")) > limits.max_asset_bytes:
+                    errors.append(FieldError(
+                        f"{path}[{i}].{field}",
+                        f"holds {len(text.encode('utf-8', 'surrogatepass'))} bytes; at most "
+                        f"{limits.max_asset_bytes} are accepted (limits.max_asset_bytes)"))
+    return errors
 
 
 def _build(doc: dict) -> JobSpec:

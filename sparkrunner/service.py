@@ -17,9 +17,10 @@ from pathlib import Path
 
 from .command import child_env, job_settings, spark_submit_path
 from .config import Settings
-from .errors import SparkRunnerError
+from .errors import JobInvalid, SparkRunnerError
 from .hdfs import Hdfs, HdfsCheckFailed
 from .jobspec import EXIT_FILENAME, LOG_FILENAME, RESULT_FILENAME, JobSpec, validate
+from .locations import location_problems
 from .launcher import LogWatcher, Outcome, SparkSubmit, process_start_time
 from .states import ACTIVE_STATES, JobStatus
 from .store import IllegalMove, JobRecord, JobStore
@@ -128,8 +129,11 @@ class JobService:
         With an idempotency key already used by ``owner``, the earlier job is returned and
         nothing new is stored or run.
         """
-        spec = validate(document)
+        spec = validate(document, self.settings.limits)
         job_settings(spec, self.settings.policy.allow)  # a refused setting refuses the job now
+        problems = location_problems(spec.document, self.settings.policy, self.data_dir)
+        if problems:
+            raise JobInvalid(problems)
         timeout = spec.timeout_seconds or self.settings.service.default_timeout_seconds or None
         record, created = self.store.create(
             id=str(uuid.uuid4()), owner=owner, idempotency_key=idempotency_key,
@@ -214,7 +218,7 @@ class JobService:
         """Lays out and starts one queued job (called with the lock held)."""
         workdir = self.jobs_dir / record.id
         try:
-            spec: JobSpec = validate(json.loads(record.document))
+            spec: JobSpec = validate(json.loads(record.document), self.settings.limits)
             if workdir.exists():
                 shutil.rmtree(workdir)  # a layout the last service run left before starting
             argv = prepare(self.settings, spec, workdir, record.id, self._spark_submit, self._hdfs)

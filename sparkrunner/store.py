@@ -115,6 +115,20 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self.path.chmod(0o600)
+        self._end_corrupt_records()
+
+    def _end_corrupt_records(self) -> None:
+        """Ends, as ERROR, jobs whose stored state is no state at all, saying so: one damaged
+        row must not keep the service from reading, listing and running the others."""
+        states = [s.value for s in JobStatus]
+        marks = ",".join("?" * len(states))
+        with self._transaction() as db:
+            rows = db.execute(f"SELECT id, status FROM jobs WHERE status IS NULL OR status NOT IN ({marks})",
+                              states).fetchall()
+            for row in rows:
+                db.execute("UPDATE jobs SET status = ?, reason = ?, ended = ? WHERE id = ?",
+                           (JobStatus.ERROR.value, f"corrupt record: the stored state {row['status']!r} is "
+                            "not a job state", time.time(), row["id"]))
 
     def close(self) -> None:
         with self._lock:

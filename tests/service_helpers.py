@@ -48,18 +48,24 @@ def free_port() -> int:
 class Service:
     """``sparkrunner serve`` as a child process; restartable, killable."""
 
-    def __init__(self, data_dir: Path, config: Path | None = None, max_jobs: int = 2):
+    def __init__(self, data_dir: Path, config: Path | None = None, max_jobs: int = 2, extra: str = ""):
         self.data_dir = Path(data_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.config = config or self._write_config(max_jobs)
+        self.config = config or self._write_config(max_jobs, extra)
         self.process: subprocess.Popen | None = None
 
-    def _write_config(self, max_jobs: int) -> Path:
+    def _write_config(self, max_jobs: int, extra: str) -> Path:
+        """A configuration for this service; ``extra`` is appended (YAML, top-level keys).
+
+        Local fileUrls are accepted anywhere under pytest's temporary root, which holds every
+        test's files (but never inside this service's data directory).
+        """
         path = self.data_dir.parent / f"{self.data_dir.name}-sparkrunner.yaml"
         path.write_text(f"data_dir: {self.data_dir}\n"
                         "spark:\n  conf:\n    spark.ui.enabled: 'false'\n    spark.ui.showConsoleProgress: 'false'\n"
-                        f"service:\n  max_concurrent_jobs: {max_jobs}\n")
+                        f"policy:\n  local_roots: [{self.data_dir.parent.parent}]\n"
+                        f"service:\n  max_concurrent_jobs: {max_jobs}\n" + extra)
         return path
 
     def start(self) -> "Service":
@@ -91,8 +97,10 @@ class Service:
 
     # -- REST ---------------------------------------------------------------------------------
 
-    def post(self, path: str, **kwargs) -> requests.Response:
-        return requests.post(self.url + path, timeout=30, **kwargs)
+    def post(self, path: str, headers: dict | None = None, **kwargs) -> requests.Response:
+        """A POST as a program sends it: with the header the cross-site check asks for."""
+        headers = {"X-Requested-By": "sparkrunner-tests", **(headers or {})}
+        return requests.post(self.url + path, timeout=30, headers=headers, **kwargs)
 
     def get(self, path: str, **kwargs) -> requests.Response:
         return requests.get(self.url + path, timeout=30, **kwargs)

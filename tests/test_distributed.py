@@ -85,6 +85,8 @@ hdfs:
   user: sparkrunner
   existing_outputs: overwrite
   staging_root: {hdfs.webhdfs_url}/user/sparkrunner/staging
+policy:
+  local_roots: [{base}]
 service:
   max_concurrent_jobs: 1
 """)

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 from airflow.sdk import BaseHook
 
-from ..client import ApiError, Client
+from ..client import CSRF_HEADER, ApiError, Client
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -127,7 +127,9 @@ class SparkRunnerHook(BaseHook):
         if self._async_endpoint is None:
             self._async_endpoint = endpoint(await self.aget_connection(self.sparkrunner_conn_id))
         url, token = self._async_endpoint
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {CSRF_HEADER: "sparkrunner-airflow"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         try:
             async with httpx.AsyncClient(timeout=self.timeout) as http:
                 response = await http.request(method, url + path, headers=headers)

@@ -1,0 +1,139 @@
+"""Who is asking, and whether to listen: API tokens and the guard in front of every request.
+
+:class:`Guard` is plain ASGI middleware. For each HTTP request it
+
+1. authenticates, when tokens are configured: ``Authorization: Bearer <token>``, or HTTP basic
+   ``user:token`` as bulk-scoring APIs accept, names the user; anything else is a 401. The
+   liveness probe and the OpenAPI document stay open;
+2. protects against cross-site requests: a request that changes state (anything but GET, HEAD,
+   OPTIONS) needs a bearer token or an ``X-Requested-By`` header, as Livy asks. A browser adds
+   neither to a cross-site form post, and adds a basic-auth password it remembers, which is why
+   basic does not count;
+3. limits the body: at most ``max_request_bytes``, counted as it arrives, so that a chunked body
+   without a Content-Length is refused too (413); neither uvicorn nor FastAPI limits this.
+
+The user's name goes to ``request.state.user`` ("" when authentication is off).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from typing import Mapping
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+
+#: Paths anyone may read, also with authentication on.
+OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-Requested-By"
+CHALLENGE = 'Bearer realm="sparkrunner", Basic realm="sparkrunner"'
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class Tokens:
+    """The configured {user: token} table; tokens may be given as "sha256:<hex digest>"."""
+
+    def __init__(self, tokens: Mapping[str, str]):
+        # The configuration checked the digests' form (config.from_dict).
+        self._digests = {user: bytes.fromhex(token.removeprefix("sha256:")) if token.startswith("sha256:")
+                          else _digest(token) for user, token in tokens.items()}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._digests)
+
+    def user_of(self, authorization: str | None) -> tuple[str | None, bool]:
+        """(user, sent as a bearer token) for an Authorization header; user is None if unknown."""
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() == "bearer" and credentials:
+            digest = _digest(credentials)
+            found = None
+            for user, expected in self._digests.items():  # no early exit: same time for all
+                if hmac.compare_digest(digest, expected):
+                    found = user
+            return found, found is not None
+        if scheme.lower() == "basic" and credentials:
+            try:
+                user, sep, token = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return None, False
+            expected = self._digests.get(user)
+            if sep and expected is not None and hmac.compare_digest(_digest(token), expected):
+                return user, False
+        return None, False
+
+
+class Guard:
+    """Authentication, cross-site protection and the body limit, before any route runs."""
+
+    def __init__(self, app, tokens: Tokens, max_request_bytes: int):
+        self.app, self.tokens, self.max_bytes = app, tokens, max_request_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        user, bearer = "", False
+        if self.tokens.enabled and scope["path"] not in OPEN_PATHS:
+            user, bearer = self.tokens.user_of(headers.get("authorization"))
+            if user is None:
+                detail = ("the token is not valid" if headers.get("authorization") else
+                          "authentication required: send 'Authorization: Bearer <token>' or HTTP basic user:token")
+                return await _refuse(401, detail, scope, receive, send, {"WWW-Authenticate": CHALLENGE})
+        if scope["method"] not in SAFE_METHODS and not bearer and not headers.get(CSRF_HEADER, "").strip():
+            return await _refuse(403, f"a request that changes state needs a bearer token or an {CSRF_HEADER} "
+                                      "header (protection against cross-site requests)", scope, receive, send)
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await _refuse(413 if declared.isdigit() else 400,
+                                 self._too_large() if declared.isdigit() else "Content-Length is not a number",
+                                 scope, receive, send)
+        body, complete = await self._read_body(receive)
+        if body is None:
+            return await _refuse(413, self._too_large(), scope, receive, send)
+        scope.setdefault("state", {})["user"] = user
+        await self.app(scope, _replay(body, complete, receive), send)
+
+    def _too_large(self) -> str:
+        return f"the request body is larger than {self.max_bytes} bytes (service.max_request_bytes)"
+
+    async def _read_body(self, receive) -> tuple[bytes | None, bool]:
+        """(the whole body, whether it arrived) — or (None, _) once it passes the limit."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks), False  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None, False
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), True
+
+
+def _replay(body: bytes, complete: bool, receive):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            if complete:
+                return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect, as uvicorn would say it
+
+    return replay
+
+
+async def _refuse(status: int, detail: str, scope, receive, send, headers: dict | None = None):
+    await JSONResponse({"detail": detail}, status_code=status, headers=headers)(scope, receive, send)
