@@ -22,6 +22,7 @@ pytestmark = pytest.mark.e2e
 
 #: Fuzzing examples per operation; the coverage phase adds its own deterministic cases.
 MAX_EXAMPLES = 25
+STATEFUL_EXAMPLES = 15
 STATEFUL_STEPS = 10
 #: A job that fails before spark-submit (an hdfs:// input with no namenode configured): a real
 #: stored job for the fuzzer to find, without a JVM.
@@ -72,10 +73,12 @@ def load_schema(settings: Settings) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_dict(create_app(settings).openapi(), config=config)
 
 
-def check_serves(target, schema) -> None:
+def served_as(target, schema):
+    """``target``, once it is seen to serve ``schema``'s document: the one the tests come from."""
     service, client = target
     served = client.get("/openapi.json")
     assert served.status_code == 200 and served.json() == schema.raw_schema
+    return target
 
 
 def run_stateful(schema, target) -> None:
@@ -87,7 +90,7 @@ def run_stateful(schema, target) -> None:
             return {"base_url": service.url, "headers": client.headers}
 
     hypothesis.stateful.run_state_machine_as_test(Machine, settings=hypothesis.settings(
-        max_examples=MAX_EXAMPLES, stateful_step_count=STATEFUL_STEPS, deadline=None,
+        max_examples=STATEFUL_EXAMPLES, stateful_step_count=STATEFUL_STEPS, deadline=None,
         database=None, suppress_health_check=list(hypothesis.HealthCheck)))
 
 
@@ -98,23 +101,23 @@ ANONYMOUS = load_schema(Settings())
 
 @pytest.fixture(scope="module")
 def anonymous(tmp_path_factory):
-    yield from serve(tmp_path_factory, None)
+    for target in serve(tmp_path_factory, None):
+        yield served_as(target, ANONYMOUS)
 
 
 @pytest.fixture(scope="module")
 def with_token(tmp_path_factory):
-    yield from serve(tmp_path_factory, TOKENS)
+    for target in serve(tmp_path_factory, TOKENS):
+        yield served_as(target, WITH_TOKEN)
 
 
 @ANONYMOUS.parametrize()
 def test_every_operation_answers_as_documented_without_credentials(case, anonymous):
-    check_serves(anonymous, ANONYMOUS)
     service, client = anonymous
     case.call_and_validate(base_url=service.url, headers=client.headers)
 
 
 def test_stateful_sequences_answer_as_documented_without_credentials(anonymous):
-    check_serves(anonymous, ANONYMOUS)
     run_stateful(ANONYMOUS, anonymous)
 
 
@@ -124,12 +127,10 @@ if TOKENS:
 
     @WITH_TOKEN.parametrize()
     def test_every_operation_answers_as_documented_with_a_token(case, with_token):
-        check_serves(with_token, WITH_TOKEN)
         service, client = with_token
         case.call_and_validate(base_url=service.url, headers=client.headers)
 
     def test_stateful_sequences_answer_as_documented_with_a_token(with_token):
-        check_serves(with_token, WITH_TOKEN)
         run_stateful(WITH_TOKEN, with_token)
 else:
     def test_every_operation_answers_as_documented_with_a_token():
