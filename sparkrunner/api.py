@@ -77,13 +77,17 @@ def _error(status: int, detail: str, **extra) -> JSONResponse:
 
 
 def create_app(settings: Settings, service: JobService | None = None) -> FastAPI:
-    """The REST app over ``service`` (made from ``settings`` and started with the app if None)."""
+    """The REST app over ``service``; with None, over a service made from ``settings`` now
+    (so that a data directory in use is an error here, not in the server's startup) and
+    started and closed with the app."""
     owns_service = service is None
+    if service is None:
+        service = JobService(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if owns_service:
-            app.state.service = JobService(settings).start()
+            app.state.service.start()
         try:
             yield
         finally:

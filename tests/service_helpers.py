@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -68,13 +69,26 @@ class Service:
                         f"service:\n  max_concurrent_jobs: {max_jobs}\n" + extra)
         return path
 
-    def start(self) -> "Service":
-        log = open(self.data_dir.parent / f"{self.data_dir.name}-service.log", "ab")
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}-service.log"
+
+    def start(self, file_size_limit: int | None = None) -> "Service":
+        """Starts the service; ``file_size_limit`` (bytes) makes every write past that size in
+        any one file fail (RLIMIT_FSIZE), as a full disk would."""
+        def limit_files() -> None:
+            import resource
+
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a dead process
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [SPARKRUNNER, "--config", str(self.config), "-v", "serve", "--port", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=limit_files if file_size_limit else None)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok:
                     return self
@@ -122,6 +136,12 @@ class Service:
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} still {job['jobStatus']} after {timeout} s: {job}")
             time.sleep(0.25)
+
+
+def stored(service: Service, job_id: str, column: str):
+    """One column of a job's row, read from the SQLite file itself."""
+    with sqlite3.connect(service.data_dir / "jobs.db") as db:
+        return db.execute(f"SELECT {column} FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
 
 
 def pids_in_group(pgid: int) -> list[int]:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import sqlite3
 import threading
 import time
 
 import pytest
 
 from conftest import make_job
-from service_helpers import Service, pids_in_group, sleepy_job
+from service_helpers import Service, pids_in_group, sleepy_job, stored
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +25,6 @@ def service(tmp_path_factory):
     svc = Service(tmp_path_factory.mktemp("svc") / "data", max_jobs=2).start()
     yield svc
     svc.stop()
-
-
-def stored(service: Service, job_id: str, column: str):
-    with sqlite3.connect(service.data_dir / "jobs.db") as db:
-        return db.execute(f"SELECT {column} FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
 
 
 def test_an_invalid_job_is_refused_with_every_problem_and_nothing_is_stored(service):
@@ -177,37 +170,3 @@ def test_unknown_job_is_404_and_the_openapi_document_has_the_job_schema(service)
     assert "ModelBatchJob" in spec["components"]["schemas"]
     assert "sourceCodeAsset" in spec["components"]["schemas"]
     assert set(spec["paths"]) >= {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/log", "/jobs/{job_id}/cancel", "/healthz"}
-
-
-def test_a_killed_service_restarts_and_leaves_no_job_stuck(tmp_path):
-    service = Service(tmp_path / "data", max_jobs=1).start()
-    try:
-        survivor = service.submit(sleepy_job(12))
-        queued = service.submit(sleepy_job(0))
-        service.wait_for(survivor["id"], {"RUNNING"})
-        assert service.job(queued["id"])["jobStatus"] == "CREATED"
-        pgid = stored(service, survivor["id"], "pid")
-        service.kill()
-        assert pids_in_group(pgid), "spark-submit must outlive the service"
-
-        service.start()
-        survivor = service.wait_for(survivor["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=120)
-        assert survivor["jobStatus"] == "COMPLETE", survivor
-        assert survivor["result"]["sum"] == 4950
-        queued = service.wait_for(queued["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=120)
-        assert queued["jobStatus"] == "COMPLETE"
-
-        # Now a job whose whole process group dies while the service is down.
-        victim = service.submit(sleepy_job(300))
-        service.wait_for(victim["id"], {"RUNNING"})
-        pgid = stored(service, victim["id"], "pid")
-        service.kill()
-        os.killpg(pgid, signal.SIGKILL)
-        service.start()
-        victim = service.wait_for(victim["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=30)
-        assert (victim["jobStatus"], victim["reason"]) == (
-            "ERROR", "lost: the service restarted and the job's process was gone")
-        unfinished = service.get("/jobs", params={"jobStatus": ["CREATED", "WAITING", "RUNNING"]}).json()
-        assert unfinished["total"] == 0
-    finally:
-        service.stop()
