@@ -13,11 +13,14 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from . import __version__
-from .auth import CSRF_HEADER, Guard, Tokens
+from .auth import CSRF_HEADER, OPEN_PATHS, Guard, Tokens
 from .config import Settings
 from .errors import JobInvalid
 from .jobspec import JOB_TYPES, parse_document, schema
@@ -28,6 +31,7 @@ from .store import JobNotFound, JobRecord
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
+MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: a larger OFFSET cannot even be bound
 JobTypeName = Literal["MODEL_BATCH_JOB", "MODEL_BATCH_TEST_JOB", "MODEL_BATCH_TRAINING_JOB"]
 assert set(JobTypeName.__args__) == set(JOB_TYPES)
 
@@ -113,6 +117,17 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
     async def not_found(request: Request, exc: JobNotFound):
         return _error(404, str(exc))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of the first route matching the path only;
+            # /jobs has two routes (GET, POST) and Allow must name every method it supports.
+            allowed = {method for route in app.router.routes
+                       if route.matches(request.scope)[0] is not Match.NONE
+                       for method in getattr(route, "methods", None) or ()}
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return await http_exception_handler(request, exc)
+
     @app.post("/jobs", status_code=201, summary="Submit a job",
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"$ref": "#/components/schemas/ModelBatchJob"}}}}},
@@ -140,7 +155,7 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
     def list_jobs(request: Request,
                   job_status: list[JobStatus] | None = Query(None, alias="jobStatus"),
                   job_type: JobTypeName | None = Query(None, alias="jobType"),
-                  start: int = Query(0, alias="from", ge=0),
+                  start: int = Query(0, alias="from", ge=0, le=MAX_OFFSET),
                   size: int = Query(20, ge=1, le=MAX_PAGE)):
         records, total = svc().store.list(status=job_status, job_type=job_type,
                                           owner=owner_of(request), offset=start, limit=size)
@@ -181,6 +196,9 @@ def create_app(settings: Settings, service: JobService | None = None) -> FastAPI
                 components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"},
                                                  "basic": {"type": "http", "scheme": "basic"}}
                 spec["security"] = [{"bearer": []}, {"basic": []}]
+                for path in OPEN_PATHS & spec["paths"].keys():
+                    for operation in spec["paths"][path].values():
+                        operation["security"] = []  # the guard lets these through unauthenticated
             app.openapi_schema = spec
         return app.openapi_schema
 
