@@ -76,22 +76,21 @@ def _error(status: int, detail: str, **extra) -> JSONResponse:
     return JSONResponse({"detail": detail, **extra}, status_code=status)
 
 
-def create_app(settings: Settings, service: JobService | None = None) -> FastAPI:
-    """The REST app over ``service``; with None, over a service made from ``settings`` now
-    (so that a data directory in use is an error here, not in the server's startup) and
-    started and closed with the app."""
-    owns_service = service is None
-    if service is None:
-        service = JobService(settings)
+def create_app(settings: Settings, service: JobService | None = None, manage: bool | None = None) -> FastAPI:
+    """The REST app over ``service``. With ``manage`` (the default when ``service`` is None)
+    the app starts the service with itself and closes it at the end, making it from
+    ``settings`` if none is given."""
+    if manage is None:
+        manage = service is None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if owns_service:
-            app.state.service.start()
+        if manage:
+            app.state.service = (app.state.service or JobService(settings)).start()
         try:
             yield
         finally:
-            if owns_service:
+            if manage:
                 app.state.service.close()
 
     tokens = Tokens(settings.service.tokens)

@@ -247,6 +247,7 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from .api import create_app
+    from .service import JobService
 
     settings = _settings(args)
     service = dataclasses.replace(settings.service, **{k: v for k, v in
@@ -259,7 +260,9 @@ def cmd_serve(args) -> int:
     print(f"sparkrunner: serving on http://{service.host}:{service.port} "
           f"(data in {settings.data_dir}, at most {service.max_concurrent_jobs} jobs at once)",
           file=sys.stderr, flush=True)
-    uvicorn.run(create_app(settings), host=service.host, port=service.port,
+    # Made here, not in the server's startup: a data directory in use is a clear error (exit 2).
+    app = create_app(settings, JobService(settings), manage=True)
+    uvicorn.run(app, host=service.host, port=service.port,
                 log_level="info" if args.verbose else "warning")
     return EXIT_OK
 

@@ -67,7 +67,7 @@ class JobService:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.data_dir = Path(settings.data_dir)
+        self.data_dir = Path(settings.data_dir).expanduser()
         self.jobs_dir = self.data_dir / "jobs"
         for directory in (self.data_dir, self.jobs_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
