@@ -3,7 +3,6 @@ that sends what every state-changing request must carry."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sqlite3
@@ -13,7 +12,6 @@ from pathlib import Path
 import requests
 
 from service_helpers import Service, pids_in_group
-from sparkrunner.config import ServiceSettings
 
 #: Sent on every request: the service refuses a POST that carries neither a bearer token nor
 #: this header (a browser cannot add it to a cross-site form post).
@@ -21,11 +19,6 @@ CLIENT_HEADERS = {"X-Requested-By": "sparkrunner-tests"}
 TERMINAL = frozenset({"COMPLETE", "ERROR", "CANCELLED"})
 #: The order a job's states may be seen in; the three terminal states share the last rank.
 RANK = {"CREATED": 0, "WAITING": 1, "RUNNING": 2, "COMPLETE": 3, "ERROR": 3, "CANCELLED": 3}
-
-
-def service_has_tokens() -> bool:
-    """True once the service knows ``service.tokens`` (API tokens)."""
-    return "tokens" in {f.name for f in dataclasses.fields(ServiceSettings)}
 
 
 def write_config(path: Path, data_dir: Path, *, tokens: dict[str, str] | None = None,

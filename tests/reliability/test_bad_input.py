@@ -12,7 +12,6 @@ import os
 import socket
 
 import pytest
-import requests
 
 from conftest import make_job
 from service_helpers import Service

@@ -16,7 +16,7 @@ from schemathesis.config import SchemathesisConfig
 from conftest import make_job
 from sparkrunner.api import create_app
 from sparkrunner.config import ServiceSettings, Settings
-from reliability_helpers import TERMINAL, Client, service_has_tokens, start_service
+from reliability_helpers import TERMINAL, Client, start_service
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ NO_JVM_JOB = make_job(inputData=[{"assetType": "EXTERNAL_FILE", "name": "in", "f
 
 
 TOKEN = "fuzz-" + uuid.uuid4().hex
-TOKENS = {"fuzzer": TOKEN} if service_has_tokens() else None
+TOKENS = {"fuzzer": TOKEN}
 
 
 def serve(tmp_path_factory, tokens):

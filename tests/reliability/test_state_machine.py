@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (Bundle, RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test)
 
 from conftest import make_job
-from reliability_helpers import (RANK, TERMINAL, Client, job_pids, kill_groups, service_has_tokens,
+from reliability_helpers import (RANK, TERMINAL, Client, job_pids, kill_groups,
                                  start_service, wait_groups_gone)
 from service_helpers import sleepy_job
 
@@ -228,7 +228,7 @@ def run_machine(service, token, max_examples, steps):
 
 
 def test_job_states_only_move_forward_through_submit_cancel_restart_and_poll(tmp_path):
-    tokens = {"fuzzer": "fuzzer-token-" + uuid.uuid4().hex} if service_has_tokens() else None
+    tokens = {"fuzzer": "fuzzer-token-" + uuid.uuid4().hex}
     # No default timeout: on a loaded machine a JVM alone can take 20 s to come up.
     service = start_service(tmp_path, "machine", tokens=tokens, max_jobs=1, default_timeout=0)
     try:
