@@ -110,7 +110,19 @@ def _validator():
 
     cls = jsonschema.validators.validator_for(schema())
     cls.check_schema(schema())
-    return cls(schema(), format_checker=cls.FORMAT_CHECKER)
+    checker = jsonschema.FormatChecker()  # every format jsonschema knows, and ours below
+    checker.checks("date-time", raises=ValueError)(_is_timestamp)
+    return cls(schema(), format_checker=checker)
+
+
+def _is_timestamp(value: object) -> bool:
+    """An ISO 8601 date and time with a zone: RFC 3339, and also ModelOp's "…+0000" form,
+    which RFC 3339 (and jsonschema's own date-time check) refuses."""
+    from datetime import datetime
+
+    if not isinstance(value, str):
+        return True  # "type" judges other values
+    return "T" in value.upper() and datetime.fromisoformat(value).tzinfo is not None
 
 
 def parse_document(text: str | bytes) -> dict:
