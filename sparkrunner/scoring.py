@@ -111,7 +111,8 @@ def write(frame, asset):
     """Writes ``frame`` to ``asset`` in its fileFormat, replacing what was there (as Spark jobs do)."""
     writer = frame.write.mode("overwrite")
     if asset["format"] == "CSV":
-        writer.option("header", True).csv(asset["url"])
+        # Quotes doubled inside quoted fields (RFC 4180), not Spark's default backslash.
+        writer.option("header", True).option("escape", '"').csv(asset["url"])
     elif asset["format"] == "JSON":
         writer.json(asset["url"])
     else:
@@ -333,7 +334,7 @@ def conform(frame, rules):
     CSV carries no types, so a value conforms when it converts: '3.5' is a number, '?' is not.
     A value that does not convert becomes null, whether or not the job checks schemas.
     """
-    reasons = pd.Series(None, index=frame.index, dtype=object)
+    reasons = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     if not rules:
         return frame, reasons
     frame = frame.copy()
@@ -366,30 +367,35 @@ def _convert(column, rule):
         if kind == "integer":
             fractional = values.notna() & (values % 1 != 0)
             bad |= fractional
-        problems.append((bad, lambda i: "%s: %r is not %s" % (name, column[i], _a(kind))))
+        problems.append((bad, lambda i: "%s: %s is not %s" % (name, _shown(column[i]), _a(kind))))
         values = values.where(~bad)
         if kind == "integer":
             values = values.astype("Int64")
     elif kind == "boolean":
         values = column.map(_to_bool, na_action="ignore")
         bad = present & values.isna()
-        problems.append((bad, lambda i: "%s: %r is not a boolean" % (name, column[i])))
+        problems.append((bad, lambda i: "%s: %s is not a boolean" % (name, _shown(column[i]))))
     elif kind == "string":
         values = column.map(lambda v: v if isinstance(v, str) else str(v), na_action="ignore")
     if not rule["nullable"]:
-        problems.append((~present, lambda i: "%s: is missing" % name))
+        problems.append((~present, lambda i: "%s: missing" % name))
     if rule["enum"] is not None:
         problems.append((values.notna() & ~values.isin(rule["enum"]),
-                         lambda i: "%s: %r is not one of %s" % (name, values[i], rule["enum"])))
+                         lambda i: "%s: %s is not one of %s" % (name, _shown(values[i]), rule["enum"])))
     for bound, outside, word in (("minimum", lambda v, b: v < b, "below"),
                                  ("maximum", lambda v, b: v > b, "above")):
         if rule[bound] is not None:
             limit = rule[bound]
             numeric = pd.to_numeric(values, errors="coerce")
             problems.append((numeric.notna() & outside(numeric, limit).fillna(False).astype(bool),
-                             lambda i, limit=limit, word=word: "%s: %r is %s the %s %r"
-                             % (name, values[i], word, "minimum" if word == "below" else "maximum", limit)))
+                             lambda i, limit=limit, word=word: "%s: %s is %s the %s %r"
+                             % (name, _shown(values[i]), word, "minimum" if word == "below" else "maximum", limit)))
     return values, [(mask.fillna(False).astype(bool).to_numpy(), text) for mask, text in problems]
+
+
+def _shown(value):
+    """``value`` as a reason shows it: numpy scalars as plain Python values."""
+    return repr(value.item() if hasattr(value, "item") else value)
 
 
 def _a(kind):
