@@ -97,8 +97,8 @@ def declared_form(fn: ast.FunctionDef, tree: ast.Module, where: str,
 
 
 def _import_aliases(tree: ast.Module) -> dict[str, str]:
-    """Local name -> dotted name, from the module's top-level imports."""
-    aliases: dict[str, str] = {}
+    """Local name -> dotted name, from the module's top-level imports (``pd`` is pandas unless bound)."""
+    aliases: dict[str, str] = {"pd": "pandas"}
     for node in tree.body:
         if isinstance(node, ast.Import):
             for alias in node.names:
