@@ -93,6 +93,8 @@ def fail(what, exc):
     """Prints the traceback for the log, then one clear line saying what failed."""
     traceback.print_exc()
     message = str(exc).strip().splitlines()
+    if type(exc).__name__ == "PythonException":
+        message = message[-1:]  # the error raised on a Python worker, e.g. "ValueError: ..."
     say("error", "%s raised %s%s" % (what, type(exc).__name__, ": " + message[0] if message else ""),
         sys.stderr)
     return EXIT_MODEL_FAILED
@@ -127,7 +129,8 @@ def main():
     spark = start_spark()
     try:
         try:
-            model = load_primary(job.primary_source)
+            # The scoring path loads the model on the Python workers only.
+            model = None if getattr(job, "scoring_plan", None) else load_primary(job.primary_source)
         except BaseException as exc:
             return fail("loading %s" % job.primary_source, exc)
         for label, call in calls(job, model, spark):

@@ -151,6 +151,8 @@ def _inferred_schema(inputs, job):
         # A column that was null throughout the sample has no type: it is written as text.
         spark_type = StringType() if pa.types.is_null(field.type) else from_arrow_type(field.type)
         fields.append(StructField(str(field.name), spark_type))
+    # The id first, where sparkrunner added it after the model's own fields.
+    fields.sort(key=lambda f: f.name != job["plan"]["id_field"])
     return StructType(fields)
 
 

@@ -224,9 +224,9 @@ def test_each_file_format_in_and_out(spark, tmp_path, source_format, output_form
                    [data_asset("out", tmp_path / "out", output_format)], idField="id")
     assert counts["rowsWritten"] == 240
     out = read_output(tmp_path / "out", output_format).sort_values(["id", "part"])
-    assert list(out.columns) == ["part", "value", "id"]
-    assert out.head(2).to_dict("records") == [{"part": "high", "value": pytest.approx(0.1), "id": 1},
-                                              {"part": "low", "value": 0.0, "id": 1}]
+    assert list(out.columns) == ["id", "part", "value"]
+    assert out.head(2).to_dict("records") == [{"id": 1, "part": "high", "value": pytest.approx(0.1)},
+                                              {"id": 1, "part": "low", "value": 0.0}]
 
 
 def test_several_inputs_are_scored_together(spark, tmp_path):
