@@ -183,15 +183,19 @@ def _job(name: str, job_type: str, inputs: list[dict], outputs: list[dict], stor
     }
 
 
-def build(outdir: Path) -> dict[str, Path]:
-    """Write the data and the three job documents; return {"train"|"score"|"metrics": path}."""
-    outdir = Path(outdir).resolve()
+def _titanic_data(outdir: Path) -> tuple[Path, dict, dict]:
+    """Writes the data; returns the output directory and the training and test data assets."""
     data = _load_make_data().make_data(outdir / "data")
     output = outdir / "output"
     output.mkdir(parents=True, exist_ok=True)
+    return (output, _external_file("train.csv", data["train"], "CSV", "TRAINING_DATA"),
+            _external_file("test.csv", data["test"], "CSV", "TEST_DATA"))
 
-    training_data = _external_file("train.csv", data["train"], "CSV", "TRAINING_DATA")
-    test_data = _external_file("test.csv", data["test"], "CSV", "TEST_DATA")
+
+def build(outdir: Path) -> dict[str, Path]:
+    """Write the data and the three job documents; return {"train"|"score"|"metrics": path}."""
+    outdir = Path(outdir).resolve()
+    output, training_data, test_data = _titanic_data(outdir)
     trained_model = _external_file("titanic-model", output / "titanic-model", "UNKNOWN",
                                    "MODEL_ATTACHMENT")
     scores = _external_file("scores", output / "scores", "CSV", "SCORED_DATA")
@@ -214,12 +218,7 @@ def build_sklearn(outdir: Path) -> dict[str, Path]:
     rejected rows beside them (``scores-frames_rejected``).
     """
     outdir = Path(outdir).resolve()
-    data = _load_make_data().make_data(outdir / "data")
-    output = outdir / "output"
-    output.mkdir(parents=True, exist_ok=True)
-
-    training_data = _external_file("train.csv", data["train"], "CSV", "TRAINING_DATA")
-    test_data = _external_file("test.csv", data["test"], "CSV", "TEST_DATA")
+    output, training_data, test_data = _titanic_data(outdir)
     pickled = _external_file("titanic-sklearn.pkl", output / "titanic-sklearn.pkl", "UNKNOWN",
                              "MODEL_ATTACHMENT")
     record_scores = _external_file("scores-records", output / "scores-records", "CSV", "SCORED_DATA")

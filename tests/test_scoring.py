@@ -236,3 +236,16 @@ def test_several_inputs_are_scored_together(spark, tmp_path):
                    [data_asset("out", tmp_path / "out", "CSV")], idField="id")
     assert counts["recordsRead"] == 8
     assert sorted(read_output(tmp_path / "out", "CSV")["id"]) == list(range(1, 9))
+
+
+def test_a_model_raising_on_a_worker_is_reported_by_its_own_error_line(spark, tmp_path, capsys):
+    from sparkrunner import driver
+
+    data = write_input(tmp_path / "in.csv", NUMBERS.head(3), "CSV")
+    source = "# modelop.score\ndef action(record):\n    return {'y': record['nope']}\n"
+    with pytest.raises(Exception) as caught:
+        score(spark, source, [data_asset("in", data, "CSV")], [data_asset("out", tmp_path / "out", "CSV")])
+    assert driver.fail("score function 'action'", caught.value) == 1
+    assert capsys.readouterr().err.endswith(
+        "sparkrunner: error: score function 'action' raised PythonException: KeyError: 'nope'\n")
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
