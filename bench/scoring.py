@@ -10,6 +10,10 @@ Contenders, each reading the same Parquet input and writing (id, probability) as
   naive_udf   a row-at-a-time Python UDF calling the model once per row
   pandas      one process: pandas.read_parquet, predict_proba, to_parquet
 
+and, to see the machinery apart from the model, two contenders whose per-row work is nothing:
+  record_copy   sparkrunner's record path with action(record) -> {"probability": record["f0"]}
+  naive_copy    a row-at-a-time Python UDF returning its argument
+
 The Spark contenders share one SparkSession (local[2]) and run in it back to back, so JVM start-up
 is not measured; sparkrunner's paths run through sparkrunner.scoring.run with a validated job, as
 the driver runs them. Every process computes with one BLAS thread, so that "one process" means one
@@ -48,6 +52,7 @@ MODEL_FILE = "bench-scoring-model.pkl"
 TARGETS = {  # contender: (what it is compared with, at least this ratio)
     "dataframe": [("spark_udf", 1.0), ("naive_udf", 20.0), ("pandas", 1.6)],
     "record": [("naive_udf", 5.0)],
+    "record_copy": [("naive_copy", 5.0)],
 }
 
 MODEL_HEADER = f'''\
@@ -74,6 +79,12 @@ RECORD_SOURCE = MODEL_HEADER + '''
 def action(record):
     row = [[record[name] for name in FEATURES]]
     return {"probability": float(MODEL.predict_proba(row)[0, 1])}
+'''
+
+COPY_SOURCE = '''\
+# modelop.score
+def action(record):
+    return {"probability": record["f0"]}
 '''
 
 
@@ -174,6 +185,16 @@ class Bench:
     def record(self):
         self.sparkrunner("record", RECORD_SOURCE)
 
+    def record_copy(self):
+        self.sparkrunner("record_copy", COPY_SOURCE)
+
+    def naive_copy(self):
+        from pyspark.sql.functions import udf
+
+        copy = udf(lambda value: value, "double")
+        df = self.spark.read.parquet(str(self.data))
+        df.select("id", copy("f0").alias("probability")).write.parquet(str(self.output("naive_copy")))
+
     def spark_udf(self):
         if self._mlflow_udf is None:
             import mlflow.pyfunc
@@ -237,7 +258,7 @@ def main(argv=None) -> int:
             times[name].append(bench.run(name))
             print(f"  round {round_ + 1}: {name:<10} {times[name][-1]:8.2f} s", flush=True)
     if "pandas" in names:
-        bench.check([n for n in names if n != "pandas"])
+        bench.check([n for n in names if n not in ("pandas", "record_copy", "naive_copy")])
     medians = {name: statistics.median(values) for name, values in times.items()}
     throughput = {name: rows[name] / medians[name] for name in names}
     print("\nmedians:")

@@ -304,12 +304,10 @@ def _apply_to_records(fn, frame, id_field):
 
 def _outputs_of(result):
     """A record function's outputs as a list of dicts: it may return one, a list, or yield them."""
-    if type(result) is dict:
+    if isinstance(result, dict):
         return (result,)
     if result is None:
         return ()
-    if isinstance(result, dict):
-        return (result,)
     if isinstance(result, (list, tuple)) or hasattr(result, "__next__"):
         outputs = list(result)
         for out in outputs:
