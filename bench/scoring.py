@@ -202,7 +202,8 @@ class Bench:
 
             saved = self.work / "mlflow-model"
             shutil.rmtree(saved, ignore_errors=True)
-            mlflow.sklearn.save_model(self.model, str(saved), pyfunc_predict_fn="predict_proba")
+            mlflow.sklearn.save_model(self.model, str(saved), pyfunc_predict_fn="predict_proba",
+                                     serialization_format="cloudpickle")
             self._mlflow_udf = mlflow.pyfunc.spark_udf(self.spark, saved.as_uri(), result_type="array<double>",
                                                        env_manager="local")
         df = self.spark.read.parquet(str(self.data))
