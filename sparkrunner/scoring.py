@@ -299,7 +299,7 @@ def _apply_to_records(fn, frame, id_field):
             if id_field and id_field not in out:
                 out[id_field] = record_id
             outputs.append(out)
-    return pd.DataFrame.from_records(outputs) if outputs else pd.DataFrame()
+    return _frame_of(outputs) if outputs else pd.DataFrame()
 
 
 def _outputs_of(result):
@@ -321,8 +321,24 @@ def _outputs_of(result):
 
 def to_records(frame):
     """The rows of ``frame`` as dicts of plain Python values, missing values as None."""
-    plain = frame.astype(object)
-    return plain.where(frame.notna(), None).to_dict("records")
+    # Column by column: several times faster than DataFrame.to_dict("records").
+    names = list(frame.columns)
+    columns = [_plain_values(frame[name]) for name in names]
+    return [dict(zip(names, row)) for row in zip(*columns)]
+
+
+def _plain_values(column):
+    values = column.tolist()
+    missing = column.isna()
+    if missing.any():
+        return [None if gone else value for value, gone in zip(values, missing.tolist())]
+    return values
+
+
+def _frame_of(outputs):
+    """A DataFrame of output dicts, columns in the order their keys first appear."""
+    keys = dict.fromkeys(key for out in outputs for key in out)
+    return pd.DataFrame({key: [out.get(key) for out in outputs] for key in keys})
 
 
 # ----- schema checking
