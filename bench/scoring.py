@@ -32,6 +32,8 @@ import os
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # inherited by the Python workers
+# spark_udf hands the model a DataFrame with column names; the model was fitted on an array.
+os.environ["PYTHONWARNINGS"] = "ignore:X has feature names:UserWarning"
 
 import argparse
 import pickle
