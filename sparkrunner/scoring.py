@@ -240,13 +240,13 @@ class BatchScores:
 def score_batch(fn, batch, plan):
     """Checks ``batch`` against the input schema, scores what passes, checks the outputs."""
     id_field = plan["id_field"]
-    records, reasons = conform(batch, plan["input_fields"])
+    conformed, reasons = conform(batch, plan["input_fields"])
     rejected = []
     if plan["check_input"] and reasons.notna().any():
         bad = reasons.notna()
-        rejected.append(rejected_rows(records[bad], batch[bad], "input: " + reasons[bad], id_field))
-        records = records[~bad]
-    outputs = apply_model(fn, records, plan["form"], id_field)
+        rejected.append(rejected_rows(conformed[bad], batch[bad], "input: " + reasons[bad], id_field))
+        conformed = conformed[~bad]
+    outputs = apply_model(fn, conformed, plan["form"], id_field)
     if plan["check_output"] and len(outputs):
         outputs, out_reasons = conform(outputs, plan["output_fields"])
         bad = out_reasons.notna()
@@ -254,7 +254,7 @@ def score_batch(fn, batch, plan):
             rejected.append(rejected_rows(outputs[bad], outputs[bad], "output: " + out_reasons[bad], id_field))
             outputs = outputs[~bad]
     return BatchScores(outputs, pd.concat(rejected, ignore_index=True) if rejected else pd.DataFrame(),
-                       len(records))
+                       len(conformed))
 
 
 def rejected_rows(conformed, original, reasons, id_field):
