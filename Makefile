@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast check-java venv cluster-up cluster-down bench-overhead bench-api bench-cluster clean
+.PHONY: demo test test-fast check-java venv cluster-up cluster-down bench-overhead bench-api bench-cluster bench-scoring clean
 
 demo: check-java $(STAMP)
 	$(PY) jobs/demo.py build/demo
@@ -42,6 +42,16 @@ bench-api: check-java $(STAMP)
 
 bench-cluster: check-java $(STAMP)
 	$(PY) bench/cluster.py
+
+# mlflow is for this benchmark only, so it gets a venv of its own.
+BENCH_VENV := build/bench-venv
+$(BENCH_VENV)/.installed: pyproject.toml
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e . 'scikit-learn>=1.4' mlflow-skinny
+	@touch $@
+
+bench-scoring: check-java $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/scoring.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -1,9 +1,11 @@
-"""`make demo`: build the Titanic example and run train, score and metrics with `sparkrunner run`.
+"""`make demo`: build the Titanic examples and run them with `sparkrunner run`.
 
     python jobs/demo.py OUTDIR
 
-Each job runs with spark-submit on local[*], exactly as `sparkrunner run JOB.json` would run it
-for a user; at the end it prints where each output is and what it holds.
+First the PySpark model (train, score, metrics), then the scikit-learn model (train, score record
+by record, score DataFrame by DataFrame). Each job runs with spark-submit on local[*], exactly as
+`sparkrunner run JOB.json` would run it for a user; at the end it prints where each output is and
+what it holds.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_examples import build  # noqa: E402
+from build_examples import build, build_sklearn  # noqa: E402
 
 SPARKRUNNER = str(Path(sys.executable).with_name("sparkrunner"))
 
@@ -50,6 +52,8 @@ def main(outdir: str) -> int:
         shutil.rmtree(runs)  # each demo starts afresh; outputs are overwritten by the jobs
     jobs = build(out)
     workdirs = {role: run(path, runs) for role, path in jobs.items()}
+    sklearn_jobs = build_sklearn(out)
+    sklearn_workdirs = {role: run(path, runs) for role, path in sklearn_jobs.items()}
 
     doc = json.loads(jobs["score"].read_text())
     scores = Path(doc["outputData"][0]["fileUrl"].removeprefix("file://"))
@@ -62,6 +66,18 @@ def main(outdir: str) -> int:
         print("    " + ",".join(row))
     print(f"Metrics (result of the metrics job, {workdirs['metrics'] / 'result.json'}):")
     print(f"    accuracy {metrics['accuracy']}, AUC {metrics['auc']} on {metrics['rows']} rows")
+    record_doc = json.loads(sklearn_jobs["score-records"].read_text())
+    record_scores, rejected = (Path(a["fileUrl"].removeprefix("file://")) for a in record_doc["outputData"])
+    counts = json.loads((sklearn_workdirs["score-records"] / "result.json").read_text())
+    print(f"scikit-learn model (pickled by the training job): "
+          f"{json.loads(sklearn_jobs['train'].read_text())['outputData'][0]['fileUrl']}")
+    print(f"Scores, record by record (CSV): {record_scores}")
+    for row in first_rows(record_scores):
+        print("    " + ",".join(row))
+    print(f"    {counts['recordsRead']} read, {counts['recordsScored']} scored, "
+          f"{counts['recordsRejected']} rejected by the input schema: {rejected}")
+    frames_doc = json.loads(sklearn_jobs["score-frames"].read_text())
+    print(f"Scores, DataFrame by DataFrame (Parquet): {frames_doc['outputData'][0]['fileUrl']}")
     print(f"Working directories and driver logs: {runs}")
     return 0
 

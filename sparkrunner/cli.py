@@ -158,8 +158,9 @@ def cmd_validate(args) -> int:
     job_settings(spec, settings.policy.allow)
     counts = f"{len(spec.inputs)} input(s), {len(spec.outputs)} output(s), {len(spec.attachments)} attachment(s)"
     init = f", init {spec.init_function}()" if spec.init_function else ""
+    path = f", on each {spec.scoring.form} on the Python workers" if spec.scoring else ""
     print(f"ok: {spec.job_type} job {spec.name!r} calls {spec.role.value} function "
-          f"{spec.function}(){init} in {spec.primary.filename}; {counts}")
+          f"{spec.function}(){init} in {spec.primary.filename}{path}; {counts}")
     return EXIT_OK
 
 

@@ -19,7 +19,7 @@ from typing import Mapping
 
 from .config import Settings
 from .errors import FieldError, JobInvalid, SparkNotFound
-from .jobspec import DRIVER_FILENAME, JobSpec
+from .jobspec import DRIVER_FILENAME, SCORING_FILENAME, JobSpec
 
 #: spark-submit flags a job may send in ``jobParameters``, and the Spark property each one sets.
 FLAG_PROPERTIES: Mapping[str, str] = {
@@ -246,8 +246,10 @@ def build_argv(settings: Settings, spec: JobSpec, workdir: Path, spark_submit: s
             "--deploy-mode", settings.spark.deploy_mode]
     for key in sorted(conf):
         argv += ["--conf", f"{key}={conf[key]}"]
-    if spec.modules:
-        argv += ["--py-files", ",".join(str(workdir / m.filename) for m in spec.modules)]
+    py_files = [SCORING_FILENAME] if spec.scoring else []
+    py_files += [m.filename for m in spec.modules]
+    if py_files:
+        argv += ["--py-files", ",".join(str(workdir / name) for name in py_files)]
     if spec.files:
         argv += ["--files", ",".join(str(workdir / f.filename) for f in spec.files)]
     if chosen.verbose:

@@ -2,7 +2,9 @@
 
 It imports the job metadata module and the model's primary source, calls the init function with
 no arguments, then the job's function with three lists of asset dicts (inputs, outputs, model
-attachments), and saves a JSON-serializable return value to result.json.
+attachments), and saves a JSON-serializable return value to result.json. A job with a scoring
+plan (a one-parameter score function) runs sparkrunner_scoring instead, which calls init and the
+function on the Python workers; its counts of records are the result.
 
 It depends on nothing but the standard library and pyspark, because it runs wherever the Spark
 driver runs. Lines it prints for sparkrunner start with "sparkrunner: ".
@@ -91,9 +93,32 @@ def fail(what, exc):
     """Prints the traceback for the log, then one clear line saying what failed."""
     traceback.print_exc()
     message = str(exc).strip().splitlines()
+    if type(exc).__name__ == "PythonException":
+        message = message[-1:]  # the error raised on a Python worker, e.g. "ValueError: ..."
     say("error", "%s raised %s%s" % (what, type(exc).__name__, ": " + message[0] if message else ""),
         sys.stderr)
     return EXIT_MODEL_FAILED
+
+
+def calls(job, model, spark):
+    """(label, call) of what the job runs, in order."""
+    label = "%s function %r" % (job.function_role, job.method_to_be_executed)
+    plan = getattr(job, "scoring_plan", None)
+    if plan:
+        import sparkrunner_scoring
+
+        with open(job.primary_source, encoding="utf-8") as f:
+            source = f.read()
+        described = {"source": source, "filename": job.primary_source, "key": job.job_id,
+                     "function": job.method_to_be_executed, "init": job.init_function}
+        return [(label, lambda: sparkrunner_scoring.run(spark, plan, described))]
+    found = []
+    if job.init_function:
+        found.append(("init function %r" % job.init_function,
+                      lambda: getattr(model, job.init_function)()))
+    found.append((label, lambda: getattr(model, job.method_to_be_executed)(
+        job.job_input, job.job_output, job.job_model_assets_input)))
+    return found
 
 
 def main():
@@ -104,19 +129,13 @@ def main():
     spark = start_spark()
     try:
         try:
-            model = load_primary(job.primary_source)
+            # The scoring path loads the model on the Python workers only.
+            model = None if getattr(job, "scoring_plan", None) else load_primary(job.primary_source)
         except BaseException as exc:
             return fail("loading %s" % job.primary_source, exc)
-        for what, name, args in (
-            ("init function", job.init_function, ()),
-            ("%s function" % job.function_role, job.method_to_be_executed,
-             (job.job_input, job.job_output, job.job_model_assets_input)),
-        ):
-            if not name:
-                continue
-            label = "%s %r" % (what, name)
+        for label, call in calls(job, model, spark):
             try:
-                result = getattr(model, name)(*args)
+                result = call()
                 if hasattr(result, "__next__"):  # a generator: run it to the end
                     result = list(result)
             except SystemExit as exc:

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from .config import LimitSettings
 from .errors import FieldError, JobInvalid
+from .scoringspec import PYTHON_MODEL_TYPE, ScoringPlan, declared_form, plan_scoring, takes_one_record_or_frame
 
 # Names sparkrunner itself writes into every working directory; an asset may not take them.
 DRIVER_FILENAME = "sparkrunner_driver.py"
@@ -32,8 +33,11 @@ JOB_FILENAME = "job.json"
 LOG_FILENAME = "driver.log"
 RESULT_FILENAME = "result.json"
 EXIT_FILENAME = "exit.json"
+SCORING_MODULE = "sparkrunner_scoring"
+SCORING_FILENAME = SCORING_MODULE + ".py"
 RESERVED_FILENAMES = frozenset(
-    {DRIVER_FILENAME, METADATA_FILENAME, JOB_FILENAME, LOG_FILENAME, RESULT_FILENAME, EXIT_FILENAME}
+    {DRIVER_FILENAME, METADATA_FILENAME, JOB_FILENAME, LOG_FILENAME, RESULT_FILENAME, EXIT_FILENAME,
+     SCORING_FILENAME}
 )
 
 
@@ -90,6 +94,8 @@ class JobSpec:
     job_parameters: Mapping[str, str]
     spark_conf: Mapping[str, str]
     timeout_seconds: int | None
+    #: The plan of sparkrunner's distributed path (one-parameter score functions), else None.
+    scoring: ScoringPlan | None = None
 
     def asset_lists(self) -> tuple[list[dict], list[dict], list[dict]]:
         """Fresh, plain copies of the three lists the model function receives."""
@@ -231,8 +237,9 @@ def _build(doc: dict) -> JobSpec:
         taken[name] = path
         return name
 
+    meta = stored.get("modelMetaData") or {}
     primary = None
-    function = init_function = None
+    function = init_function = form = None
     modules: list[SourceFile] = []
     files: list[InlineFile] = []
     for i, asset in enumerate(assets):
@@ -248,7 +255,8 @@ def _build(doc: dict) -> JobSpec:
             source = SourceFile(name, asset["sourceCode"])
             if is_primary:
                 primary = source
-                function, init_function = _resolve_functions(source, asset, role, path, errors)
+                function, init_function, form = _resolve_functions(
+                    source, asset, role, meta.get("type"), path, errors)
             else:
                 modules.append(source)
         elif kind == "FILE":
@@ -258,7 +266,11 @@ def _build(doc: dict) -> JobSpec:
             if name is not None and data is not None:
                 files.append(InlineFile(name, data))
 
-    meta = stored.get("modelMetaData") or {}
+    scoring = plan_scoring(doc, form, errors) if form else None
+    if "idField" in doc and not form:
+        errors.append(FieldError("$.idField", (
+            "is used only by a one-parameter (record or DataFrame) score function, which carries it "
+            "from each input record to its outputs; this job's function takes three lists")))
     if _CONTROL.search(str(meta.get("name", ""))):
         errors.append(FieldError("$.model.storedModel.modelMetaData.name",
                                  "may not contain newlines or other control characters"))
@@ -283,6 +295,7 @@ def _build(doc: dict) -> JobSpec:
         spark_conf=MappingProxyType(
             {k: _setting_str(v) for k, v in (doc.get("targetEngine") or {}).get("sparkConf", {}).items()}),
         timeout_seconds=doc.get("timeoutSeconds"),
+        scoring=scoring,
     )
 
 
@@ -375,15 +388,19 @@ def find_functions(source: str) -> tuple[dict[str, ast.FunctionDef], dict[str, l
     return functions, tagged
 
 
-def _resolve_functions(source: SourceFile, asset: dict, role: JobRole, path: str,
-                       errors: list[FieldError]) -> tuple[str | None, str | None]:
-    """(function, init function) named by the asset's fields or found by smart tags."""
+def _resolve_functions(source: SourceFile, asset: dict, role: JobRole, model_type: str | None,
+                       path: str, errors: list[FieldError]) -> tuple[str | None, str | None, str | None]:
+    """(function, init function, form) named by the asset's fields or found by smart tags.
+
+    The form is None for the three-list (Spark-native) path, else what a one-parameter score
+    function receives (see :mod:`sparkrunner.scoringspec`).
+    """
     try:
         functions, tagged = find_functions(source.text)
     except SyntaxError as exc:
         errors.append(FieldError(f"{path}.sourceCode",
                                  f"is not valid Python: {exc.msg} (line {exc.lineno})"))
-        return None, None
+        return None, None, None
     defined = ", ".join(sorted(functions)) or "none"
 
     def pick(field: str, tag: str) -> tuple[str | None, str]:
@@ -405,23 +422,41 @@ def _resolve_functions(source: SourceFile, asset: dict, role: JobRole, path: str
         return (names[0] if names else None), f"'# modelop.{tag}'"
 
     function, origin = pick(role.function_field, role.value)
+    form = None
     if function is None:
         errors.append(FieldError(
             path,
             f"names no {role.value} function: looked for {role.function_field} and for a "
             f"'# modelop.{role.value}' comment directly above a def in {source.filename} "
             f"(functions defined: {defined})"))
-    elif function in functions and not _accepts(functions[function], 3):
-        errors.append(FieldError(
-            f"{path}.sourceCode",
-            f"{role.value} function {function!r} (from {origin}) must accept three arguments: "
-            "the lists of input, output and model attachment assets"))
+    elif function in functions:
+        form = _function_form(functions[function], source, role, model_type, origin, path, errors)
     init, origin = pick("initFunction", "init")
     if init in functions and not _accepts(functions[init], 0):
         errors.append(FieldError(
             f"{path}.sourceCode",
             f"init function {init!r} (from {origin}) must be callable with no arguments"))
-    return function, init
+    return function, init, form
+
+
+def _function_form(fn: ast.FunctionDef, source: SourceFile, role: JobRole, model_type: str | None,
+                   origin: str, path: str, errors: list[FieldError]) -> str | None:
+    """None for the three-list path, or the form a one-parameter score function declares."""
+    where = f"{path}.sourceCode"
+    label = f"{role.value} function {fn.name!r} (from {origin})"
+    if role is JobRole.SCORE and (model_type == PYTHON_MODEL_TYPE
+                                  or takes_one_record_or_frame(fn, _accepts)):
+        if _accepts(fn, 1):
+            return declared_form(fn, ast.parse(source.text), where, errors)
+        errors.append(FieldError(where, (
+            f"{label} must accept one argument, a record (a dict) or a pandas DataFrame, because "
+            f"$.model.storedModel.modelMetaData.type is {PYTHON_MODEL_TYPE!r}")))
+    elif not _accepts(fn, 3):
+        one = " (or, for a score function, one: a record or a pandas DataFrame)" if role is JobRole.SCORE else ""
+        errors.append(FieldError(where, (
+            f"{label} must accept three arguments: the lists of input, output and model "
+            f"attachment assets{one}")))
+    return None
 
 
 def _accepts(fn: ast.FunctionDef, count: int) -> bool:

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import WorkdirError
-from .jobspec import (DRIVER_FILENAME, JOB_FILENAME, METADATA_FILENAME, JobSpec,
+from .jobspec import (DRIVER_FILENAME, JOB_FILENAME, METADATA_FILENAME, SCORING_FILENAME, JobSpec,
                       filename_problem)
 
 DIR_MODE = 0o700
@@ -25,6 +25,11 @@ FILE_MODE = 0o600
 def driver_source() -> str:
     """The fixed driver script copied into every working directory."""
     return resources.files("sparkrunner").joinpath("driver.py").read_text()
+
+
+def scoring_source() -> str:
+    """The fixed module of the distributed scoring path, copied in when a job uses it."""
+    return resources.files("sparkrunner").joinpath("scoring.py").read_text()
 
 
 def metadata_source(spec: JobSpec, job_id: str) -> str:
@@ -40,6 +45,7 @@ def metadata_source(spec: JobSpec, job_id: str) -> str:
         "job_input": inputs,
         "job_output": outputs,
         "job_model_assets_input": attachments,
+        "scoring_plan": spec.scoring.as_metadata() if spec.scoring else None,
     }
     lines = [f'"""Job metadata for job {job_id}, written by sparkrunner; read by the driver."""', ""]
     lines += [f"{name} = {pprint.pformat(value, width=100, sort_dicts=False)}" for name, value in values.items()]
@@ -63,6 +69,8 @@ def render(spec: JobSpec, dest: Path, job_id: str) -> Path:
             DRIVER_FILENAME: driver_source().encode("utf-8"),
             JOB_FILENAME: json.dumps(spec.document, indent=2).encode("utf-8"),
         }
+        if spec.scoring:
+            files[SCORING_FILENAME] = scoring_source().encode("utf-8")
         files.update((m.filename, m.text.encode("utf-8")) for m in spec.modules)
         files.update((f.filename, f.data) for f in spec.files)
         for name, data in files.items():

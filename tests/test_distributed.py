@@ -20,7 +20,8 @@ from sparkrunner import cluster
 from support.webhdfs import WebHdfsServer
 
 sys.path.insert(0, str(REPO / "jobs"))
-from build_examples import build  # noqa: E402
+from build_examples import build, build_sklearn  # noqa: E402
+from test_examples import check_sklearn_scores, output_dir  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -152,3 +153,29 @@ def test_the_titanic_example_runs_on_the_cluster(setup, tmp_path):
     assert results["train"]["trainingRows"] == 800
     assert results["score"] == {"scoredRows": 300}
     assert results["metrics"]["rows"] == 300 and results["metrics"]["accuracy"] > 0.78
+
+
+def test_a_scikit_learn_model_scores_by_record_and_by_dataframe_on_the_cluster(setup, tmp_path):
+    _, _, service = setup
+    jobs = build_sklearn(tmp_path / "example")
+    train = json.loads(jobs["train"].read_text())
+    model = load_source(train["model"]["storedModel"]["modelAssets"][0])
+    model.train(train["inputData"], train["outputData"], [])  # the pickle, without a third Spark job
+    assert output_dir(jobs["train"]).is_file()
+    results = {}
+    for role in ("score-records", "score-frames"):
+        job = service.submit(json.loads(jobs[role].read_text()))
+        job = service.wait_for(job["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=400)
+        assert job["jobStatus"] == "COMPLETE", job
+        assert job["sparkApplicationId"].startswith("app-")
+        results[role] = job["result"]
+    check_sklearn_scores(jobs, results)
+
+
+def load_source(asset: dict):
+    """A SOURCE_CODE asset as a module, to call its functions here."""
+    import types
+
+    module = types.ModuleType(asset["name"].removesuffix(".py"))
+    exec(compile(asset["sourceCode"], asset["name"], "exec"), module.__dict__)
+    return module

@@ -14,7 +14,7 @@ from conftest import REPO, SPARKRUNNER
 from service_helpers import Service
 
 sys.path.insert(0, str(REPO / "jobs"))
-from build_examples import build  # noqa: E402
+from build_examples import build, build_sklearn  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -86,3 +86,39 @@ def test_titanic_through_the_service_with_submit_wait(tmp_path):
         assert listed.returncode == 0 and listed.stdout.count("COMPLETE") == 3
     finally:
         service.stop()
+
+
+def check_sklearn_scores(jobs: dict[str, Path], results: dict[str, dict]) -> None:
+    """Both forms score the 281 well-formed passengers alike; the 19 with Age '?' are rejected."""
+    counts = {"recordsRead": 300, "recordsScored": 281, "recordsRejected": 19, "rowsWritten": 281}
+    assert results["score-records"] == counts and results["score-frames"] == counts
+    by_record = {int(r["PassengerId"]): r for r in read_scores(output_dir(jobs["score-records"]))}
+    import pandas as pd
+
+    by_frame = pd.read_parquet(output_dir(jobs["score-frames"])).set_index("PassengerId")
+    assert list(by_frame.columns) == ["Survived", "probability", "prediction"]  # as its outputSchema
+    assert sorted(by_record) == sorted(by_frame.index)
+    rejected = [json.loads(line) for part in output_dir(jobs["score-records"], 1).glob("part-*.json")
+                for line in part.read_text().splitlines()]
+    assert len(rejected) == 19 and {r["reason"] for r in rejected} == {"input: Age: '?' is not a number"}
+    assert json.loads(rejected[0]["record"])["Age"] == "?"
+    assert sorted([*by_record, *(r["PassengerId"] for r in rejected)]) == list(range(801, 1101))
+    for passenger, row in by_record.items():
+        assert float(row["probability"]) == pytest.approx(by_frame.loc[passenger, "probability"], abs=1e-12)
+        assert int(row["prediction"]) == by_frame.loc[passenger, "prediction"] == int(float(row["probability"]) > 0.5)
+    accuracy = (by_frame["prediction"] == by_frame["Survived"]).mean()
+    assert accuracy > 0.75
+
+
+def test_a_scikit_learn_model_trained_then_scored_by_record_and_by_dataframe(tmp_path):
+    jobs = build_sklearn(tmp_path / "example")
+    results = {}
+    for role, job in jobs.items():
+        workdir = tmp_path / "runs" / role
+        done = subprocess.run([SPARKRUNNER, "run", "-q", "--workdir", str(workdir), str(job)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr + (workdir / "driver.log").read_text()[-3000:]
+        results[role] = json.loads((workdir / "result.json").read_text())
+    assert results["train"]["trainingRows"] == 800
+    assert output_dir(jobs["train"]).is_file()  # the pickle: the training job's output
+    check_sklearn_scores(jobs, results)

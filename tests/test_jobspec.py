@@ -107,7 +107,7 @@ def test_ambiguous_tags_and_wrong_arity_are_refused():
     source = ("# modelop.score\ndef a(x, y, z): pass\n# modelop.score\ndef b(x, y, z): pass\n")
     assert "several functions tagged '# modelop.score' (a, b)" in \
         errors_of(make_job(source))["$.model.storedModel.modelAssets[0].sourceCode"]
-    source = "# modelop.init\ndef i(x): pass\n# modelop.score\ndef s(x): pass\n"
+    source = "# modelop.init\ndef i(x): pass\n# modelop.score\ndef s(x, y): pass\n"
     with pytest.raises(JobInvalid) as info:
         validate(make_job(source))
     message = str(info.value)

@@ -1,0 +1,427 @@
+"""sparkrunner's distributed scoring path for plain Python models (copied in as sparkrunner_scoring.py).
+
+The driver calls :func:`run` with the job's scoring plan (see sparkrunner/scoringspec.py) and the
+model's source. It reads every input by its fileFormat, applies the model's one-parameter score
+function to Arrow batches with ``mapInPandas`` on the Python workers, and writes the scores, and
+rejected records when schema checking is on, in their fileFormat.
+
+Each Python worker process loads the model's source and calls its init function once, the first
+time it needs the model, from Spark's directory of shipped files (the worker's working directory
+on a cluster), so ``open("model.pkl", "rb")`` finds a model attachment or a FILE asset. Spark
+reuses Python workers (``spark.python.worker.reuse``), so later batches and tasks find the model
+ready.
+
+Like the driver it depends only on the standard library, pyspark, pandas and pyarrow: it runs on
+the Spark driver and on every worker, shipped with ``--py-files``.
+"""
+
+import functools
+import hashlib
+import json
+import os
+import pickle
+import sys
+import types
+
+import pandas as pd
+
+RECORD = "record"
+DATAFRAME = "dataframe"
+#: Rows of the first input the model scores to infer the output schema when none is given.
+SAMPLE_ROWS = 100
+# Extra columns of the combined frame when checking is on; a rejected row has a reason.
+REASON = "sparkrunner_reject_reason"
+REJECTED_RECORD = "sparkrunner_rejected_record"
+COUNTERS = ("recordsRead", "recordsScored", "recordsRejected", "rowsWritten")
+
+# Per Python worker process: model key -> the score function, after its module's init ran.
+_READY = {}
+
+
+class ScoringError(Exception):
+    """The model or its data cannot be scored as the job asks; the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------
+# On the driver
+
+
+def run(spark, plan, model):
+    """Scores the job's inputs into its outputs; returns the counts that become the job's result.
+
+    ``plan`` is the job metadata's ``scoring_plan``; ``model`` holds the primary source's
+    ``source`` and ``filename``, the ``function`` and ``init`` names and a ``key`` unique to the job.
+    """
+    sc = spark.sparkContext
+    for url in plan["attachments"]:
+        sc.addFile(url)  # fetched into each worker's working directory, as ModelOp promises
+    job = {"plan": plan, "model": dict(model, key=_model_key(model))}
+    inputs = read_inputs(spark, plan)
+    scores_schema = output_schema(spark, inputs, job)
+    counters = {name: sc.accumulator(0) for name in COUNTERS}
+    checking = plan["check_input"] or plan["check_output"]
+    schema = _with_reject_columns(scores_schema) if checking else scores_schema
+    columns = [field.name for field in schema.fields]
+    combined = inputs.mapInPandas(functools.partial(score_batches, job, counters, columns), schema)
+    if not checking:
+        write(combined, plan["output"])
+    else:
+        _write_scores_and_rejects(combined, plan, [f.name for f in scores_schema.fields])
+    return {name: counters[name].value for name in COUNTERS}
+
+
+def _model_key(model):
+    text = "\0".join(str(model.get(k)) for k in ("key", "filename", "function", "init", "source"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _write_scores_and_rejects(combined, plan, score_columns):
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    # Two outputs from one pass: keep it, so the model scores each record once.
+    combined = combined.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        write(combined.where(F.col(REASON).isNull()).select(*score_columns), plan["output"])
+        id_column = [plan["id_field"]] if plan["id_field"] else []
+        rejected = combined.where(F.col(REASON).isNotNull()).select(
+            *id_column, F.col(REJECTED_RECORD).alias("record"), F.col(REASON).alias("reason"))
+        write(rejected, plan["rejected"])
+    finally:
+        combined.unpersist()
+
+
+def read_inputs(spark, plan):
+    """Every input asset read by its fileFormat, as one DataFrame (columns matched by name)."""
+    frames = [read(spark, asset, typed_csv=plan["input_fields"] is None) for asset in plan["inputs"]]
+    return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+
+
+def read(spark, asset, typed_csv=True):
+    """One input asset. CSV has a header; its types are inferred unless an inputSchema gives them."""
+    reader = spark.read
+    if asset["format"] == "CSV":
+        return reader.option("header", True).option("inferSchema", typed_csv).csv(asset["url"])
+    if asset["format"] == "JSON":
+        return reader.json(asset["url"])
+    return reader.parquet(asset["url"])
+
+
+def write(frame, asset):
+    """Writes ``frame`` to ``asset`` in its fileFormat, replacing what was there (as Spark jobs do)."""
+    writer = frame.write.mode("overwrite")
+    if asset["format"] == "CSV":
+        # Quotes doubled inside quoted fields (RFC 4180), not Spark's default backslash.
+        writer.option("header", True).option("escape", '"').csv(asset["url"])
+    elif asset["format"] == "JSON":
+        writer.json(asset["url"])
+    else:
+        writer.parquet(asset["url"])
+
+
+def output_schema(spark, inputs, job):
+    """The Spark schema of the scores: from outputSchema when given, else from a scored sample."""
+    from pyspark.sql.types import StructField, StructType
+
+    plan = job["plan"]
+    if plan["output_fields"] is not None:
+        fields = [StructField(rule["name"], _spark_type(rule["type"])) for rule in plan["output_fields"]]
+        id_field = plan["id_field"]
+        if id_field and id_field not in [f.name for f in fields]:
+            fields.insert(0, StructField(id_field, _input_type(inputs, plan, id_field)))
+        return StructType(fields)
+    return _inferred_schema(inputs, job)
+
+
+def _inferred_schema(inputs, job):
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    sample = inputs.limit(SAMPLE_ROWS).mapInPandas(
+        functools.partial(sample_scores, job), "frame binary").collect()
+    frames = [pickle.loads(row.frame) for row in sample]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if frame.columns.empty:
+        raise ScoringError(
+            "cannot infer the output schema: the model returned no output for the first %d "
+            "records; give modelMetaData.outputSchema" % SAMPLE_ROWS)
+    fields = []
+    for field in pa.Schema.from_pandas(frame, preserve_index=False):
+        # A column that was null throughout the sample has no type: it is written as text.
+        spark_type = StringType() if pa.types.is_null(field.type) else from_arrow_type(field.type)
+        fields.append(StructField(str(field.name), spark_type))
+    # The id first, where sparkrunner added it after the model's own fields.
+    fields.sort(key=lambda f: f.name != job["plan"]["id_field"])
+    return StructType(fields)
+
+
+def _spark_type(rule_type):
+    from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType
+
+    return {"number": DoubleType(), "integer": LongType(), "boolean": BooleanType()}.get(
+        rule_type, StringType())
+
+
+def _input_type(inputs, plan, name):
+    rules = {rule["name"]: rule for rule in plan["input_fields"] or ()}
+    if name in rules:
+        return _spark_type(rules[name]["type"])
+    if name in inputs.columns:
+        return inputs.schema[name].dataType
+    raise ScoringError("idField %r is not a column of the input (columns: %s)"
+                       % (name, ", ".join(inputs.columns)))
+
+
+def _with_reject_columns(schema):
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    return StructType(list(schema.fields) + [StructField(REASON, StringType()),
+                                             StructField(REJECTED_RECORD, StringType())])
+
+
+# ---------------------------------------------------------------------------------------------
+# On the Python workers
+
+
+def model_function(model):
+    """The model's score function, its module loaded and init called once in this process."""
+    fn = _READY.get(model["key"])
+    if fn is None:
+        fn = _READY[model["key"]] = _load_and_init(model)
+    return fn
+
+
+def _load_and_init(model):
+    from pyspark import SparkFiles
+
+    # Attachments and FILE assets are here: on a cluster it is already the working directory,
+    # in local mode it is the driver's directory of shipped files.
+    os.chdir(SparkFiles.getRootDirectory())
+    name = "sparkrunner_model_" + model["key"][:16]
+    module = types.ModuleType(name)
+    module.__file__ = os.path.abspath(model["filename"])
+    sys.modules[name] = module
+    exec(compile(model["source"], model["filename"], "exec"), module.__dict__)
+    if model["init"]:
+        getattr(module, model["init"])()
+    return getattr(module, model["function"])
+
+
+def score_batches(job, counters, columns, batches):
+    """mapInPandas function: the scores of each batch (and its rejected records), as ``columns``."""
+    fn = model_function(job["model"])
+    for batch in batches:
+        scored = score_batch(fn, batch, job["plan"])
+        counters["recordsRead"].add(len(batch))
+        counters["recordsScored"].add(scored.scored)
+        counters["recordsRejected"].add(len(scored.rejected))
+        counters["rowsWritten"].add(len(scored.outputs))
+        rows = pd.concat([scored.outputs, scored.rejected]) if len(scored.rejected) else scored.outputs
+        yield rows.reindex(columns=columns)  # columns the schema lacks are dropped, missing ones null
+
+
+def sample_scores(job, batches):
+    """mapInPandas function: the outputs of a sample, pickled, for inferring the output schema."""
+    fn = model_function(job["model"])
+    for batch in batches:
+        yield pd.DataFrame({"frame": [pickle.dumps(score_batch(fn, batch, job["plan"]).outputs)]})
+
+
+class BatchScores:
+    """What one batch gave: the output rows, the rejected rows, and how many records were scored."""
+
+    def __init__(self, outputs, rejected, scored):
+        self.outputs = outputs
+        self.rejected = rejected
+        self.scored = scored
+
+
+def score_batch(fn, batch, plan):
+    """Checks ``batch`` against the input schema, scores what passes, checks the outputs."""
+    id_field = plan["id_field"]
+    conformed, reasons = conform(batch, plan["input_fields"])
+    rejected = []
+    if plan["check_input"] and reasons.notna().any():
+        bad = reasons.notna()
+        rejected.append(rejected_rows(conformed[bad], batch[bad], "input: " + reasons[bad], id_field))
+        conformed = conformed[~bad]
+    outputs = apply_model(fn, conformed, plan["form"], id_field)
+    if plan["check_output"] and len(outputs):
+        outputs, out_reasons = conform(outputs, plan["output_fields"])
+        bad = out_reasons.notna()
+        if bad.any():
+            rejected.append(rejected_rows(outputs[bad], outputs[bad], "output: " + out_reasons[bad], id_field))
+            outputs = outputs[~bad]
+    return BatchScores(outputs, pd.concat(rejected, ignore_index=True) if rejected else pd.DataFrame(),
+                       len(conformed))
+
+
+def rejected_rows(conformed, original, reasons, id_field):
+    """Rows for the rejected-records output: the id, the record as JSON text, the reason."""
+    frame = pd.DataFrame({REASON: reasons.to_numpy(),
+                          REJECTED_RECORD: [json.dumps(r, default=str) for r in to_records(original)]})
+    if id_field:
+        frame.insert(0, id_field, conformed[id_field].to_numpy() if id_field in conformed else None)
+    return frame
+
+
+# ----- applying the model
+
+
+def apply_model(fn, frame, form, id_field):
+    """The model's outputs for the records of ``frame``, each carrying its record's id."""
+    if form == DATAFRAME:
+        return _apply_to_frame(fn, frame, id_field)
+    return _apply_to_records(fn, frame, id_field)
+
+
+def _apply_to_frame(fn, frame, id_field):
+    out = fn(frame)
+    if not isinstance(out, pd.DataFrame):
+        raise ScoringError("the score function returned a %s; a function taking a pandas DataFrame "
+                           "must return one" % type(out).__name__)
+    if id_field and id_field not in out.columns and id_field in frame.columns:
+        if not out.index.isin(frame.index).all():
+            raise ScoringError(
+                "the score function returned rows whose index is not its input's, so their %r "
+                "cannot be found: keep the input's index, or return the %r column" % (id_field, id_field))
+        out = out.copy()
+        out.insert(0, id_field, frame[id_field].reindex(out.index).to_numpy())
+    return out
+
+
+def _apply_to_records(fn, frame, id_field):
+    outputs = []
+    for record in to_records(frame):
+        record_id = record.get(id_field) if id_field else None
+        for out in _outputs_of(fn(record)):
+            if id_field and id_field not in out:
+                out[id_field] = record_id
+            outputs.append(out)
+    return _frame_of(outputs) if outputs else pd.DataFrame()
+
+
+def _outputs_of(result):
+    """A record function's outputs as a list of dicts: it may return one, a list, or yield them."""
+    if isinstance(result, dict):
+        return (result,)
+    if result is None:
+        return ()
+    if isinstance(result, (list, tuple)) or hasattr(result, "__next__"):
+        outputs = list(result)
+        for out in outputs:
+            if not isinstance(out, dict):
+                raise ScoringError("the score function gave a %s among its outputs; a record "
+                                   "function returns or yields dicts" % type(out).__name__)
+        return outputs
+    raise ScoringError("the score function returned a %s; a record function returns a dict, a list "
+                       "of dicts, or yields dicts" % type(result).__name__)
+
+
+def to_records(frame):
+    """The rows of ``frame`` as dicts of plain Python values, missing values as None."""
+    # Column by column: several times faster than DataFrame.to_dict("records").
+    names = list(frame.columns)
+    columns = [_plain_values(frame[name]) for name in names]
+    return [dict(zip(names, row)) for row in zip(*columns)]
+
+
+def _plain_values(column):
+    values = column.tolist()
+    missing = column.isna()
+    if missing.any():
+        return [None if gone else value for value, gone in zip(values, missing.tolist())]
+    return values
+
+
+def _frame_of(outputs):
+    """A DataFrame of output dicts, columns in the order their keys first appear."""
+    keys = dict.fromkeys(key for out in outputs for key in out)
+    return pd.DataFrame({key: [out.get(key) for out in outputs] for key in keys})
+
+
+# ----- schema checking
+
+
+def conform(frame, rules):
+    """(frame with each field converted to its schema type, reasons a row does not conform or None).
+
+    CSV carries no types, so a value conforms when it converts: '3.5' is a number, '?' is not.
+    A value that does not convert becomes null, whether or not the job checks schemas.
+    """
+    reasons = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    if not rules:
+        return frame, reasons
+    frame = frame.copy()
+    for rule in rules:
+        name = rule["name"]
+        if name not in frame.columns:
+            frame[name] = None
+        values, problems = _convert(frame[name], rule)
+        frame[name] = values
+        for mask, text in problems:
+            _add_reasons(reasons, mask, frame.index, text)
+    return frame, reasons
+
+
+def _add_reasons(reasons, mask, index, text):
+    for label in index[mask]:
+        message = text(label)
+        reasons[label] = message if reasons[label] is None else reasons[label] + "; " + message
+
+
+def _convert(column, rule):
+    """(converted column, [(mask, label -> message)]) for one field of a schema."""
+    name, kind = rule["name"], rule["type"]
+    present = column.notna()
+    problems = []
+    values = column
+    if kind in ("number", "integer"):
+        values = pd.to_numeric(column, errors="coerce").astype("float64")
+        bad = present & values.isna()
+        if kind == "integer":
+            fractional = values.notna() & (values % 1 != 0)
+            bad |= fractional
+        problems.append((bad, lambda i: "%s: %s is not %s" % (name, _shown(column[i]), _a(kind))))
+        values = values.where(~bad)
+        if kind == "integer":
+            values = values.astype("Int64")
+    elif kind == "boolean":
+        values = column.map(_to_bool, na_action="ignore")
+        bad = present & values.isna()
+        problems.append((bad, lambda i: "%s: %s is not a boolean" % (name, _shown(column[i]))))
+    elif kind == "string":
+        values = column.map(lambda v: v if isinstance(v, str) else str(v), na_action="ignore")
+    if not rule["nullable"]:
+        problems.append((~present, lambda i: "%s: missing" % name))
+    if rule["enum"] is not None:
+        problems.append((values.notna() & ~values.isin(rule["enum"]),
+                         lambda i: "%s: %s is not one of %s" % (name, _shown(values[i]), rule["enum"])))
+    for bound, outside, word in (("minimum", lambda v, b: v < b, "below"),
+                                 ("maximum", lambda v, b: v > b, "above")):
+        if rule[bound] is not None:
+            limit = rule[bound]
+            numeric = pd.to_numeric(values, errors="coerce")
+            problems.append((numeric.notna() & outside(numeric, limit).fillna(False).astype(bool),
+                             lambda i, limit=limit, word=word: "%s: %s is %s the %s %r"
+                             % (name, _shown(values[i]), word, "minimum" if word == "below" else "maximum", limit)))
+    return values, [(mask.fillna(False).astype(bool).to_numpy(), text) for mask, text in problems]
+
+
+def _shown(value):
+    """``value`` as a reason shows it: numpy scalars as plain Python values."""
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
+def _a(kind):
+    return "an integer" if kind == "integer" else "a number"
+
+
+_BOOLEANS = {"true": True, "false": False}
+
+
+def _to_bool(value):
+    if isinstance(value, bool):
+        return value
+    return _BOOLEANS.get(str(value).strip().lower())
