@@ -87,7 +87,8 @@ hdfs:
   existing_outputs: overwrite
   staging_root: {hdfs.webhdfs_url}/user/sparkrunner/staging
 policy:
-  local_roots: [{base}]
+  # pytest's temporary root: the tests keep their data beside this module's directory.
+  local_roots: [{base.parent}]
 service:
   max_concurrent_jobs: 1
 """)
