@@ -238,6 +238,18 @@ class SparkSubmit:
         return None
 
 
+def started_by_supervisor(exit_file: Path) -> tuple[int, str] | None:
+    """(pid, start time) the supervisor of a run wrote beside ``exit_file``; None if it never
+    started (or wrote nothing readable)."""
+    from .supervise import started_file
+
+    try:
+        found = json.loads(Path(started_file(str(exit_file))).read_text())
+        return int(found["pid"]), str(found["start"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def process_start_time(pid: int) -> str | None:
     """The start time of a live process (clock ticks since boot), None if gone or a zombie.
 

@@ -22,7 +22,7 @@ from .errors import JobInvalid, SparkRunnerError
 from .hdfs import Hdfs, HdfsCheckFailed
 from .jobspec import EXIT_FILENAME, LOG_FILENAME, RESULT_FILENAME, JobSpec, validate
 from .locations import location_problems
-from .launcher import LogWatcher, Outcome, SparkSubmit, process_start_time
+from .launcher import LogWatcher, Outcome, SparkSubmit, process_start_time, started_by_supervisor
 from .states import ACTIVE_STATES, JobStatus
 from .store import IllegalMove, JobRecord, JobStore
 from .prepare import prepare
@@ -105,10 +105,19 @@ class JobService:
 
     def reconcile(self) -> None:
         """Re-attaches live runs of unfinished jobs and ends those whose process is gone."""
+        never_started = []
         for record in self.store.unfinished():
             if record.status is JobStatus.CREATED:
                 continue  # the scheduler starts it in turn
             workdir = self.workdir(record)
+            if record.pid is None:
+                # The last run died between saving WAITING and saving the pid: the supervisor,
+                # if it got as far as starting, says who it is; if not, nothing ever ran.
+                started = started_by_supervisor(workdir / EXIT_FILENAME)
+                if started is None:
+                    never_started.append(record)
+                    continue
+                record = self.store.update(record.id, pid=started[0], pid_start=started[1])
             # An unknown start time cannot prove the pid is still ours: then exit.json decides.
             alive = (record.pid is not None and record.pid_start is not None
                      and process_start_time(record.pid) == record.pid_start)
@@ -120,6 +129,14 @@ class JobService:
                 if record.cancel_requested:
                     run.cancel()
                 self._follow_in_background(record, run)
+        for record in never_started:
+            if record.cancel_requested:
+                self.store.move(record.id, JobStatus.CANCELLED, CANCELLED_REASON, ended=time.time())
+                continue
+            log.info("Job %s was %s, but its spark-submit never started: starting it now.",
+                     record.id, record.status)
+            with self._lock:
+                self._launch(record)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -236,9 +253,12 @@ class JobService:
             log.warning("Job %s cannot start: %s", record.id, exc)
             self.store.move(record.id, JobStatus.ERROR, f"cannot start: {exc}", ended=time.time())
             return
-        # WAITING is saved before the process starts: a crash in between leaves a job the next
-        # start finds without a process and ends as lost, never one running unrecorded.
-        record = self.store.move(record.id, JobStatus.WAITING, started=time.time(), workdir=str(workdir))
+        # WAITING is saved before the process starts, and the supervisor writes its pid first
+        # thing: after a crash in between, the next start re-attaches the run or, if nothing
+        # ever started, starts it. No job runs unrecorded, and none is lost.
+        started = {"started": time.time(), "workdir": str(workdir)}
+        record = (self.store.move(record.id, JobStatus.WAITING, **started)
+                  or self.store.update(record.id, **started))  # already WAITING: a restart
         run = SparkSubmit(argv, workdir, self._env, workdir / LOG_FILENAME, workdir / EXIT_FILENAME)
         try:
             pid = run.start()

@@ -13,14 +13,30 @@ import subprocess
 import sys
 
 
-def record(exit_file, returncode):
-    tmp = exit_file + ".tmp"
+def write_json(path, value):
+    """Writes ``value`` to ``path`` atomically and durably."""
+    tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump({"returncode": returncode}, out)
+        json.dump(value, out)
         out.flush()
         os.fsync(out.fileno())
-    os.replace(tmp, exit_file)
+    os.replace(tmp, path)
+
+
+def record(exit_file, returncode):
+    write_json(exit_file, {"returncode": returncode})
+
+
+def started_file(exit_file):
+    """Where the supervisor says who it is: beside the exit file."""
+    return os.path.join(os.path.dirname(exit_file), "supervisor.json")
+
+
+def own_start_time():
+    """This process's start time in clock ticks since boot, as /proc/<pid>/stat field 22."""
+    with open("/proc/self/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
 
 
 def main(args):
@@ -28,6 +44,8 @@ def main(args):
         sys.stderr.write("usage: python -m sparkrunner.supervise EXIT_FILE -- ARGV...\n")
         return 2
     exit_file, argv = args[0], args[2:]
+    # First of all: a service that dies before it saves our pid finds it here on restart.
+    write_json(started_file(exit_file), {"pid": os.getpid(), "start": own_start_time()})
     # A handler, not SIG_IGN: handlers are reset by exec, so the command still gets the signal.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)

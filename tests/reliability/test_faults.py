@@ -119,6 +119,9 @@ def test_damaged_records_and_working_directories_end_in_error_and_the_rest_run(t
         no_workdir = insert(db, "WAITING", "{}", workdir=str(jobs / "gone"), pid=dead.pid,
                             pid_start="1", started=time.time())
         good = insert(db, "CREATED", json.dumps(sleepy_job(0)))
+        # The service died after saving WAITING, before spark-submit started: it must run now.
+        never_started = insert(db, "WAITING", json.dumps(sleepy_job(0)), workdir=str(jobs / "never"),
+                               started=time.time())
         done = insert(db, "COMPLETE", json.dumps(sleepy_job(0)), reason="exit code 0", ended=time.time())
     (jobs / "half-exit").mkdir()
     (jobs / "half-exit" / "exit.json").write_text('{"returnc')
@@ -127,7 +130,7 @@ def test_damaged_records_and_working_directories_end_in_error_and_the_rest_run(t
     service.start()
     try:
         ended = {job_id: service.wait_for(job_id, TERMINAL, timeout=120)
-                 for job_id in (bogus, truncated_doc, not_a_job, half_exit, no_workdir, good)}
+                 for job_id in (bogus, truncated_doc, not_a_job, half_exit, no_workdir, good, never_started)}
         reasons = {job_id: (job["jobStatus"], job["reason"]) for job_id, job in ended.items()}
         assert reasons[bogus] == ("ERROR", "corrupt record: the stored state 'BOGUS' is not a job state")
         assert reasons[truncated_doc][0] == "ERROR"
@@ -136,6 +139,7 @@ def test_damaged_records_and_working_directories_end_in_error_and_the_rest_run(t
         lost = ("ERROR", "lost: the service restarted and the job's process was gone")
         assert reasons[half_exit] == lost and reasons[no_workdir] == lost
         assert reasons[good][0] == "COMPLETE" and ended[good]["result"]["sum"] == 4950
+        assert reasons[never_started][0] == "COMPLETE" and ended[never_started]["result"]["sum"] == 4950
         assert (service.job(done)["jobStatus"], service.job(done)["reason"]) == ("COMPLETE", "exit code 0")
         log = service.get(f"/jobs/{half_exit}/log").json()
         assert log["log"] == ["\ufffd\ufffd half a line"]
