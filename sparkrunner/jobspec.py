@@ -199,12 +199,12 @@ def _size_problems(document: Mapping[str, Any], limits: LimitSettings) -> list[F
         for i, asset in enumerate(items):
             for field in ("sourceCode", "content"):
                 text = asset.get(field)
-                if isinstance(text, str) and len(text) > limits.max_asset_bytes // 4 and \
-                        len(text.encode("utf-8", "surrogatepass")) > limits.max_asset_bytes:
-                    errors.append(FieldError(
-                        f"{path}[{i}].{field}",
-                        f"holds {len(text.encode('utf-8', 'surrogatepass'))} bytes; at most "
-                        f"{limits.max_asset_bytes} are accepted (limits.max_asset_bytes)"))
+                if not isinstance(text, str) or len(text) <= limits.max_asset_bytes // 4:
+                    continue  # at most 4 bytes a character: small enough without encoding it
+                size = len(text.encode("utf-8", "surrogatepass"))
+                if size > limits.max_asset_bytes:
+                    errors.append(FieldError(f"{path}[{i}].{field}", f"holds {size} bytes; at most "
+                                             f"{limits.max_asset_bytes} are accepted (limits.max_asset_bytes)"))
     return errors
 
 

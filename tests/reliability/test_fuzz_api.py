@@ -121,17 +121,15 @@ def test_stateful_sequences_answer_as_documented_without_credentials(anonymous):
     run_stateful(ANONYMOUS, anonymous)
 
 
-if TOKENS:
-    WITH_TOKEN = load_schema(Settings().with_overrides(
-        service=dataclasses.replace(ServiceSettings(), tokens=TOKENS)))
+WITH_TOKEN = load_schema(Settings().with_overrides(
+    service=dataclasses.replace(ServiceSettings(), tokens=TOKENS)))
 
-    @WITH_TOKEN.parametrize()
-    def test_every_operation_answers_as_documented_with_a_token(case, with_token):
-        service, client = with_token
-        case.call_and_validate(base_url=service.url, headers=client.headers)
 
-    def test_stateful_sequences_answer_as_documented_with_a_token(with_token):
-        run_stateful(WITH_TOKEN, with_token)
-else:
-    def test_every_operation_answers_as_documented_with_a_token():
-        pytest.skip("this service has no API tokens (service.tokens)")
+@WITH_TOKEN.parametrize()
+def test_every_operation_answers_as_documented_with_a_token(case, with_token):
+    service, client = with_token
+    case.call_and_validate(base_url=service.url, headers=client.headers)
+
+
+def test_stateful_sequences_answer_as_documented_with_a_token(with_token):
+    run_stateful(WITH_TOKEN, with_token)
