@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import make_job
+from conftest import admitted, make_job
 from sparkrunner import jobspec
 from sparkrunner.command import build_argv
 from sparkrunner.config import Settings
@@ -147,7 +147,7 @@ def test_the_scoring_module_is_laid_out_and_shipped(tmp_path):
     workdir = render(spec, tmp_path / "wd", "job-1")
     assert (workdir / "sparkrunner_scoring.py").read_text().startswith('"""sparkrunner\'s distributed scoring path')
     assert "scoring_plan = {'form': 'record'" in (workdir / "sparkrunner_job_metadata.py").read_text()
-    argv = build_argv(Settings(), spec, workdir, "spark-submit")
+    argv = build_argv(Settings(), admitted(spec.document), workdir, "spark-submit")
     assert argv[argv.index("--py-files") + 1] == f"{workdir}/sparkrunner_scoring.py,{workdir}/helpers.py"
     [message] = problems(make_job(assets=[{"assetType": "FILE", "filename": "sparkrunner_scoring.py", "content": ""}]))
     assert "is reserved for sparkrunner's own files" in message
