@@ -99,7 +99,31 @@ def test_validate_prints_the_warning_and_accepts(tmp_path):
     done = subprocess.run([SPARKRUNNER, "validate", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [f"sparkrunner: warning: {MASTER_WARNING}"]
-    assert "calls score function action() (init begin()" in done.stdout
+    assert done.stdout == ("ok: MODEL_BATCH_JOB job 'titanic-spark' calls score function action(), init begin() "
+                           "in titanic_spark.py; 1 input(s), 1 output(s), 2 attachment(s)\n")
+
+
+def test_a_real_shaped_python_model_plans_its_checks_from_the_extended_schemas(tmp_path):
+    job = admitted(modelop.python_job(tmp_path))
+    assert job.warnings == (MASTER_WARNING,)
+    plan = job.spec.scoring
+    assert (plan.form, plan.check_input, plan.check_output) == ("record", True, False)
+    assert [f["name"] for f in plan.output_fields] == ["PassengerId", "score"]
+    assert plan.rejected.url == str(tmp_path / "rejected")
+
+
+def read_json_lines(directory) -> list[dict]:
+    return [json.loads(line) for part in sorted(directory.glob("part-*.json"))
+            for line in part.read_text().splitlines()]
+
+
+def check_python_job_ran(tmp_path) -> None:
+    """Scores 0.5 * Fare / Pclass for the four good rows; the fifth's Fare is 'cheap'."""
+    scores = sorted(read_json_lines(tmp_path / "scores"), key=lambda r: r["PassengerId"])
+    assert [(r["PassengerId"], round(r["score"], 3)) for r in scores] == [
+        (1, 1.208), (2, 35.642), (3, 1.321), (4, 26.55)]
+    [rejected] = read_json_lines(tmp_path / "rejected")
+    assert rejected["PassengerId"] == "5" and "Fare" in json.dumps(rejected)
 
 
 def check_spark_job_ran(result: dict, tmp_path) -> None:
@@ -109,8 +133,7 @@ def check_spark_job_ran(result: dict, tmp_path) -> None:
     assert result["executor_memory"] == "512m"
     assert result["master"] == "local[*]"
     assert result["attachments"][0].startswith("http://minio:9000/modelop/")
-    rows = [json.loads(line) for part in sorted((tmp_path / "scored").glob("part-*.json"))
-            for line in part.read_text().splitlines()]
+    rows = read_json_lines(tmp_path / "scored")
     assert [(r["PassengerId"], r["band"]) for r in rows] == [
         (1, "false"), (2, "true"), (3, "false"), (4, "true"), (5, "false")]
 
@@ -126,6 +149,15 @@ def test_a_real_shaped_spark_job_runs_unchanged_with_sparkrunner_run(tmp_path):
     first = (workdir / "driver.log").read_text().splitlines()[0]
     assert first == f"sparkrunner: warning: {MASTER_WARNING}"
     check_spark_job_ran(json.loads((workdir / "result.json").read_text()), tmp_path)
+
+
+@pytest.mark.e2e
+def test_a_real_shaped_python_model_runs_unchanged_with_sparkrunner_run(tmp_path):
+    path = write_job(tmp_path / "job.json", modelop.python_job(tmp_path))
+    done = subprocess.run([SPARKRUNNER, "run", "-q", str(path), "--workdir", str(tmp_path / "wd")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_python_job_ran(tmp_path)
 
 
 @pytest.mark.e2e
