@@ -115,23 +115,12 @@ def schema() -> dict:
 
 @lru_cache(maxsize=1)
 def _validator():
+    """The compiled validator. The schema's own validity is a test's business, not every
+    start's (tests/test_jobspec.py checks it against its metaschema); the schema holds no
+    "format", so no format checker is built either."""
     import jsonschema  # imported here: it is the slowest import on the command line's path
 
-    cls = jsonschema.validators.validator_for(schema())
-    cls.check_schema(schema())
-    checker = jsonschema.FormatChecker()  # every format jsonschema knows, and ours below
-    checker.checks("date-time", raises=ValueError)(_is_timestamp)
-    return cls(schema(), format_checker=checker)
-
-
-def _is_timestamp(value: object) -> bool:
-    """An ISO 8601 date and time with a zone: RFC 3339, and also ModelOp's "…+0000" form,
-    which RFC 3339 (and jsonschema's own date-time check) refuses."""
-    from datetime import datetime
-
-    if not isinstance(value, str):
-        return True  # "type" judges other values
-    return "T" in value.upper() and datetime.fromisoformat(value).tzinfo is not None
+    return jsonschema.validators.validator_for(schema())(schema())
 
 
 def parse_document(text: str | bytes) -> dict:
