@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from .config import Settings
 from .errors import JobInvalid
 from .hdfs import unchecked_reason
-from .jobspec import JobSpec, validate
+from .jobspec import JobSpec, build, check_shape, settings_of
 from .policy import (ATTACHMENT_READ_SCHEMES, READ_SCHEMES, Location, ResolvedSettings,
                      location_problems, resolve_settings)
 
@@ -55,13 +55,17 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
     ``data_dir`` is the service's data directory (with ``Origin.SERVICE``): no location may lie
     inside it.
     """
-    spec = validate(document, settings.limits)  # the shape first: the rest relies on it
-    resolved, errors = resolve_settings(spec.job_parameters, spec.spark_conf, spec.executor_memory,
-                                        settings, app_name=spec.name)
-    locations = job_locations(spec)
-    errors += location_problems(locations, settings.policy, data_dir,
-                                local=origin is Origin.SERVICE)
-    if errors or resolved is None:
+    doc = check_shape(document, settings.limits)  # the shape first: the rest relies on it
+    try:
+        spec, errors = build(doc), []
+    except JobInvalid as exc:  # settings and locations are still checked: every problem at once
+        spec, errors = None, exc.errors
+    resolved, setting_errors = resolve_settings(*settings_of(doc), settings,
+                                                app_name=spec.name if spec else "")
+    locations = job_locations(doc, scored=spec is not None and spec.scoring is not None)
+    errors += setting_errors + location_problems(locations, settings.policy, data_dir,
+                                                 local=origin is Origin.SERVICE)
+    if errors or spec is None or resolved is None:
         raise JobInvalid(errors)
     warnings = list(resolved.warnings)
     for where in locations:
@@ -72,11 +76,9 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
     return AdmittedJob(spec=spec, settings=resolved, warnings=tuple(warnings))
 
 
-def job_locations(spec: JobSpec) -> list[Location]:
+def job_locations(doc: Mapping[str, Any], scored: bool) -> list[Location]:
     """Every EXTERNAL_FILE asset's fileUrl, with the schemes sparkrunner must be able to read
-    where it reads the data itself (the distributed scoring path)."""
-    doc = spec.document
-    scored = spec.scoring is not None
+    where it reads the data itself (``scored``: the distributed scoring path)."""
     lists = [("$.inputData", doc.get("inputData") or [], READ_SCHEMES),
              ("$.outputData", doc.get("outputData") or [], READ_SCHEMES),
              ("$.model.storedModel.modelAssets", doc["model"]["storedModel"]["modelAssets"],

@@ -139,6 +139,12 @@ def parse_document(text: str | bytes) -> dict:
 
 def validate(document: Mapping[str, Any], limits: LimitSettings = LimitSettings()) -> JobSpec:
     """The job spec for ``document``, or :class:`JobInvalid` listing every problem at once."""
+    return build(check_shape(document, limits))
+
+
+def check_shape(document: Mapping[str, Any], limits: LimitSettings = LimitSettings()) -> dict:
+    """A private copy of ``document`` once it is within the limits and has the schema's shape,
+    or :class:`JobInvalid` listing what is wrong with it."""
     # Bounds first: the schema walk and everything after it assume a document of sane size.
     depth = _depth(document, limits.max_json_depth)
     if depth > limits.max_json_depth:
@@ -159,7 +165,17 @@ def validate(document: Mapping[str, Any], limits: LimitSettings = LimitSettings(
         json.dumps(document, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (ValueError, UnicodeEncodeError) as exc:
         raise JobInvalid([FieldError("$", f"holds a value that cannot be stored as UTF-8 JSON: {exc}")]) from exc
-    return _build(document)
+    return document
+
+
+def settings_of(doc: Mapping[str, Any]) -> tuple[Mapping[str, str], Mapping[str, str], str | None]:
+    """(jobParameters, targetEngine.sparkConf, targetEngine.executorMemory) of a document of
+    the schema's shape, values as strings."""
+    engine = doc.get("targetEngine") or {}
+    memory = engine.get("executorMemory")
+    return (MappingProxyType({k: _setting_str(v) for k, v in (doc.get("jobParameters") or {}).items()}),
+            MappingProxyType({k: _setting_str(v) for k, v in (engine.get("sparkConf") or {}).items()}),
+            None if memory is None else _setting_str(memory))
 
 
 def _depth(value: Any, stop_after: int) -> int:
@@ -208,7 +224,8 @@ def _asset_lists(document: Mapping[str, Any]) -> list[tuple[str, list]]:
             ("$.outputData", document.get("outputData") or [])]
 
 
-def _build(doc: dict) -> JobSpec:
+def build(doc: dict) -> JobSpec:
+    """The job spec of a document :func:`check_shape` passed, or :class:`JobInvalid`."""
     errors: list[FieldError] = []
     job_type = doc.get("jobType", DEFAULT_JOB_TYPE)
     role = JOB_TYPES[job_type]
@@ -239,7 +256,6 @@ def _build(doc: dict) -> JobSpec:
         return name
 
     meta = stored.get("modelMetaData") or {}
-    engine = doc.get("targetEngine") or {}
     primary = None
     function = init_function = form = None
     modules: list[SourceFile] = []
@@ -297,12 +313,7 @@ def _build(doc: dict) -> JobSpec:
         inputs=_external_files(doc.get("inputData") or []),
         outputs=_external_files(doc.get("outputData") or []),
         attachments=_external_files(assets),
-        job_parameters=MappingProxyType(
-            {k: _setting_str(v) for k, v in (doc.get("jobParameters") or {}).items()}),
-        spark_conf=MappingProxyType(
-            {k: _setting_str(v) for k, v in (engine.get("sparkConf") or {}).items()}),
-        executor_memory=(None if engine.get("executorMemory") is None
-                         else _setting_str(engine["executorMemory"])),
+        **dict(zip(("job_parameters", "spark_conf", "executor_memory"), settings_of(doc))),
         timeout_seconds=doc.get("timeoutSeconds"),
         scoring=scoring,
     )
