@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import sqlite3
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -22,11 +21,11 @@ from starlette.routing import Match
 from . import __version__
 from .auth import CSRF_HEADER, OPEN_PATHS, Guard, Tokens
 from .config import Settings
-from .errors import JobInvalid
+from .errors import JobInvalid, JobNotFound, StoreError
 from .jobspec import JOB_TYPES, parse_document, schema
 from .service import JobService
 from .states import ACTIVE_STATES, JobStatus
-from .store import JobNotFound, JobRecord
+from .store import JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +144,7 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
                 idempotency_key=idempotency_key)
         except JobInvalid as exc:
             return _error(422, f"the job is invalid: {len(exc.errors)} problem(s)", errors=exc.as_dicts())
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             log.error("Could not store a job: %s", exc)
             return _error(503, f"the job could not be stored: {exc}")
         return JSONResponse(job_view(record, svc()), status_code=201 if created else 200,

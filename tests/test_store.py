@@ -4,8 +4,9 @@ import threading
 
 import pytest
 
+from sparkrunner.errors import IllegalMove, JobNotFound
 from sparkrunner.states import JobStatus, can_move
-from sparkrunner.store import IllegalMove, JobNotFound, JobStore
+from sparkrunner.store import JobStore
 
 
 @pytest.fixture
