@@ -156,8 +156,8 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
                   job_type: JobTypeName | None = Query(None, alias="jobType"),
                   start: int = Query(0, alias="from", ge=0, le=MAX_OFFSET),
                   size: int = Query(20, ge=1, le=MAX_PAGE)):
-        records, total = svc().store.list(status=job_status, job_type=job_type,
-                                          owner=owner_of(request), offset=start, limit=size)
+        records, total = svc().list_jobs(status=job_status, job_type=job_type,
+                                         owner=owner_of(request), offset=start, limit=size)
         return {"from": start, "size": len(records), "total": total,
                 "jobs": [job_view(r) for r in records]}
 

@@ -106,7 +106,7 @@ def test_concurrent_moves_let_exactly_one_win(store):
 
 
 def test_the_log_tail_reads_only_the_end(tmp_path):
-    from sparkrunner.service import tail_lines
+    from sparkrunner.service.reader import tail_lines
 
     log = tmp_path / "driver.log"
     log.write_text("".join(f"line {i}\n" for i in range(100_000)))
