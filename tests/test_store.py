@@ -1,5 +1,6 @@
 """The SQLite job store: one function moves states; terminal states never change."""
 
+import sqlite3
 import threading
 
 import pytest
@@ -141,3 +142,19 @@ def test_the_log_pager_holds_back_an_unfinished_last_line_until_the_job_ends(tmp
             JobService(Settings(data_dir=tmp_path / "data"))
     finally:
         service.close()
+
+
+def test_sqlite_errors_become_store_errors_saying_what_failed(tmp_path):
+    from sparkrunner.errors import StoreError
+
+    (tmp_path / "a-directory.db").mkdir()
+    with pytest.raises(StoreError, match="could not be opened: unable to open database file") as caught:
+        JobStore(tmp_path / "a-directory.db")
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+    store = JobStore(tmp_path / "jobs.db")
+    store.close()
+    with pytest.raises(StoreError, match=r"jobs.db' could not be read: Cannot operate on a closed database"):
+        store.get("j1")
+    with pytest.raises(StoreError, match="could not save the change"):
+        store.create(id="j1", owner="", idempotency_key=None, job_type="MODEL_BATCH_JOB", name="m",
+                     document={}, timeout_seconds=None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import (ClusterError, ConfigError, DataDirInUse, HdfsCheckFailed, JobInvalid,
-                      RequestRefused, ServiceUnavailable, SparkNotFound, SparkRunnerError, StoreError,
+                      JobNotFound, RequestRefused, ServiceUnavailable, SparkNotFound, SparkRunnerError, StoreError,
                       UsageError, WorkdirError)
 
 EXIT_OK = 0
@@ -20,6 +20,7 @@ EXIT_CODES: tuple[tuple[type[SparkRunnerError], int], ...] = (
     (StoreError, EXIT_UNAVAILABLE),
     (JobInvalid, EXIT_INVALID),
     (RequestRefused, EXIT_INVALID),  # a wrong job id or token, a refused request
+    (JobNotFound, EXIT_INVALID),
     (UsageError, EXIT_INVALID),  # also ClusterUsageError
     (ConfigError, EXIT_INVALID),
     (SparkNotFound, EXIT_INVALID),  # spark.home names no Spark
@@ -33,7 +34,8 @@ EXIT_CODES: tuple[tuple[type[SparkRunnerError], int], ...] = (
 EPILOG = f"""exit codes:
   {EXIT_OK}  success
   {EXIT_FAILED}  the job failed (or ended CANCELLED); the cluster is not running
-  {EXIT_INVALID}  the job, the command line or the configuration is invalid; no such job
+  {EXIT_INVALID}  the job, the command line or the configuration is invalid; no such job;
+     the service refused the request (a wrong token)
   {EXIT_UNAVAILABLE}  the service cannot be reached, failed or is overloaded (try again later)"""
 
 
