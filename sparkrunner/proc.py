@@ -9,10 +9,7 @@ Standard library only, and cheap to import: the supervisor imports it on every r
 
 from __future__ import annotations
 
-import logging
 import os
-
-log = logging.getLogger(__name__)
 
 
 class ProcStat:
@@ -79,7 +76,9 @@ def signal_group(pgid: int, sig: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        log.warning("Not allowed to signal process group %d.", pgid)
+        import logging  # here: the supervisor, which imports this module, never gets here
+
+        logging.getLogger(__name__).warning("Not allowed to signal process group %d.", pgid)
         return False
 
 

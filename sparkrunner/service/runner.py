@@ -191,6 +191,8 @@ class Runner:
         with self._lock:
             self._launching.discard(job_id)
             self._admitted.pop(job_id, None)  # admitted again meanwhile by a racing submit
+            if self._stopping.is_set():
+                return  # still queued: the next start tries it again
             try:
                 self.store.move(job_id, JobStatus.ERROR, reason, ended=time.time())
             except IllegalMove:
@@ -252,7 +254,13 @@ class Runner:
             log.exception("Following job %s failed.", job_id)
             run.terminate()  # never leave a spark-submit running that nobody follows
             outcome = Outcome(JobStatus.ERROR, f"lost: following the job failed: {exc}")
-        self._finish(job_id, outcome)
+        try:
+            self._finish(job_id, outcome)
+        except Exception:
+            if not self._stopping.is_set():
+                raise
+            # The store closed under us: the next start reads the end from exit.json.
+            log.info("Job %s ended %s as the service closed.", job_id, outcome.status)
 
     def _finish(self, job_id: str, outcome: Outcome) -> None:
         with self._lock:
