@@ -73,6 +73,16 @@ def job_messages(record: JobRecord, warnings: list[str]) -> list[str]:
     return [f"{_stamp(at)} {text}" for at, text in events]
 
 
+def submitted_document(record: JobRecord) -> dict[str, Any]:
+    """The job's document as it was submitted; empty when the stored copy is damaged (such a job
+    ends ERROR, saying why, and must still be shown)."""
+    try:
+        document = json.loads(record.document)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
 def modelop_view(record: JobRecord, service: JobService | None = None) -> dict[str, Any]:
     """A job as ModelOp's API shows it: the submitted document under the job's own fields
     (those of :func:`job_view` too); with ``service``, also its log tail and result."""
@@ -88,7 +98,7 @@ def modelop_view(record: JobRecord, service: JobService | None = None) -> dict[s
         "warnings": warnings,
         "_links": {"self": {"href": f"{JOBS_PATH}/{record.id}"}, "job": {"href": f"{JOBS_PATH}/{record.id}"}},
     }
-    return {**json.loads(record.document), **own}
+    return {**submitted_document(record), **own}
 
 
 @router.post(JOBS_PATH, status_code=201, summary="Submit a job, as ModelOp Center's API does",

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import socket
+import sqlite3
 import stat
 import sys
 import threading
@@ -23,7 +24,6 @@ import pytest
 import requests
 import uvicorn
 
-from conftest import make_job
 from service_helpers import Service
 from sparkrunner.api import create_app
 from sparkrunner.config import PolicySettings, ServiceSettings, Settings
@@ -278,6 +278,17 @@ def test_the_list_is_a_spring_data_rest_page(queued):
     for bad in ({"page": -1}, {"size": 0}, {"size": 1001}, {"page": "x"}):
         assert requests.get(f"{queued}{JOBS}", params=bad).status_code == 422, bad
     assert requests.get(f"{queued}{JOBS}/no-such-job").status_code == 404
+
+
+def test_a_job_whose_stored_document_is_damaged_is_still_shown(tmp_path):
+    with served(settings_for(tmp_path)) as base:
+        job_id = requests.post(f"{base}{JOBS}", json=modelop_job()).json()["id"]
+        with sqlite3.connect(tmp_path / "data" / "jobs.db") as db:
+            db.execute("UPDATE jobs SET document = ? WHERE id = ?", ('{"model": {"stor', job_id))
+        response = requests.get(f"{base}{JOBS}/{job_id}")
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == job_id and "model" not in response.json()
+        assert requests.get(f"{base}{JOBS}").json()["_embedded"]["jobs"][0]["id"] == job_id
 
 
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
