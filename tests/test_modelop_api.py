@@ -27,6 +27,8 @@ import uvicorn
 from service_helpers import Service
 from sparkrunner.api import create_app
 from sparkrunner.config import PolicySettings, ServiceSettings, Settings
+from sparkrunner.errors import JobInvalid
+from sparkrunner.command import job_settings
 from sparkrunner.jobspec import validate
 from sparkrunner.modelop_api import modelop_view
 from sparkrunner.service import JobService
@@ -45,9 +47,9 @@ SEND_SCHEMA_ARRAYS = False
 #: A FILE asset as ModelOp sends it: filename, fileContent (base64), fileContentString, localFile, no
 #: content. While off, the same file goes as today's {filename, content}.
 SEND_REAL_FILE_ASSETS = False
-#: targetEngine.executorMemory ("512MB"), and targetEngine.sparkConf {"--master": ...}: the operator's
-#: setting, overridden with a warning rather than refused. The master sent is the configuration's own.
-SEND_ENGINE_SETTINGS = False
+#: targetEngine.sparkConf {"--master": "yarn"}: the operator's setting, to be overridden by the
+#: configuration (local[*] here) with a warning on the job instead of being refused.
+SEND_MASTER_OVERRIDE = False
 
 CREATED = "2021-03-26T14:12:20.345Z"
 
@@ -119,9 +121,9 @@ def modelop_job(source: str = SPARK_MODEL, *, filename: str = "model.py", inputs
         meta.update(inputSchema=[], outputSchema=[])
     engine = {"id": engine_id, "engineType": "SPARK_RUNTIME", "name": "spark-runtime-1", "group": "default",
               "version": 1, "createdDate": CREATED, "state": "INIT", "inputEndpoints": [], "outputEndpoints": [],
-              "tags": ["spark", "batch"]}
-    if SEND_ENGINE_SETTINGS:
-        engine.update(executorMemory="512MB", sparkConf={"--master": "local[*]"})
+              "tags": ["spark", "batch"], "executorMemory": "512MB"}
+    if SEND_MASTER_OVERRIDE:
+        engine["sparkConf"] = {"--master": "yarn"}
     doc = {
         "jobType": "MODEL_BATCH_JOB",
         "jobStatus": "CREATED",
@@ -146,10 +148,21 @@ def modelop_job(source: str = SPARK_MODEL, *, filename: str = "model.py", inputs
     return doc
 
 
-def test_the_realistic_document_passes_todays_validator_as_built():
-    # With every switch off this is the most ModelOp-shaped document the validator takes today.
+def test_the_realistic_document_is_accepted_as_built():
     spec = validate(modelop_job(files={"threshold.txt": "5"}))
+    job_settings(spec, ())
     assert (spec.function, spec.init_function, spec.primary.filename) == ("action", "begin", "model.py")
+
+
+@pytest.mark.parametrize("switch", [
+    pytest.param(name, marks=pytest.mark.xfail(raises=JobInvalid, reason=f"refused today: turn {name} on once it is accepted"))
+    for name in ("SEND_SCHEMA_ARRAYS", "SEND_REAL_FILE_ASSETS", "SEND_MASTER_OVERRIDE")])
+def test_each_real_shape_switch_is_accepted_when_on(monkeypatch, switch):
+    # An XPASS here means the validator now takes that field as ModelOp sends it: turn the switch
+    # on above, and take it out of this list.
+    monkeypatch.setitem(globals(), switch, True)
+    spec = validate(modelop_job(files={"threshold.txt": "5"}))
+    job_settings(spec, ())
 
 
 # -- the app under uvicorn, in this process ---------------------------------------------------------
@@ -373,6 +386,10 @@ def test_a_job_is_followed_to_its_end_in_modelops_fields(tmp_path, spark_home):
     assert times == sorted(times)
     assert abs(job["jobEndTime"] / 1000 - time.time()) < 60  # epoch milliseconds, not seconds
     messages = [line.split(" ", 2) for line in job["jobMessages"]]
+    if SEND_MASTER_OVERRIDE:  # the configuration's master won, and the job says so
+        assert any("yarn" in warning for warning in job["warnings"]), job["warnings"]
+        assert [f"warning: {warning}" for warning in job["warnings"]] == [text for _, _, text in messages[1:-3]]
+        messages = [messages[0], *messages[-3:]]
     assert [text for _, _, text in messages] == [
         "batch job received",
         "batch job started: spark-submit is starting the application",
