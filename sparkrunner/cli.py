@@ -126,20 +126,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_job(path: str, settings):
-    """The validated job spec in the file at ``path`` (``-`` for standard input).
+    """The admitted job in the file at ``path`` (``-`` for standard input).
 
-    Within ``settings``' limits and URL schemes; local paths are not limited to the service's
-    roots, since here the job runs as whoever runs the command.
+    Here the job runs as whoever runs the command, so local paths are not limited to the
+    service's roots (:data:`Origin.LOCAL`).
     """
-    from .errors import JobInvalid
-    from .jobspec import parse_document, validate
-    from .locations import location_problems
+    from .admission import Origin, admit
+    from .jobspec import parse_document
 
-    spec = validate(parse_document(_read(path)), settings.limits)
-    problems = location_problems(spec.document, settings.policy, local=False)
-    if problems:
-        raise JobInvalid(problems)
-    return spec
+    return admit(parse_document(_read(path)), settings, Origin.LOCAL)
+
+
+def _print_warnings(job) -> None:
+    for warning in job.warnings:
+        print(f"sparkrunner: warning: {warning}", file=sys.stderr)
 
 
 def _settings(args):
@@ -168,11 +168,9 @@ def cmd_schema(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .command import job_settings
-
-    settings = _settings(args)
-    spec = load_job(args.job, settings)
-    job_settings(spec, settings.policy.allow)
+    job = load_job(args.job, _settings(args))
+    spec = job.spec
+    _print_warnings(job)
     counts = f"{len(spec.inputs)} input(s), {len(spec.outputs)} output(s), {len(spec.attachments)} attachment(s)"
     init = f", init {spec.init_function}()" if spec.init_function else ""
     path = f", on each {spec.scoring.form} on the Python workers" if spec.scoring else ""
@@ -186,9 +184,10 @@ def cmd_render(args) -> int:
     from .workdir import render
 
     settings = _settings(args)
-    spec = load_job(args.job, settings)
-    argv = build_argv(settings, spec, args.workdir.absolute(), spark_submit_path(settings))
-    workdir = render(spec, args.workdir, new_run_id())
+    job = load_job(args.job, settings)
+    _print_warnings(job)
+    argv = build_argv(settings, job, args.workdir.absolute(), spark_submit_path(settings))
+    workdir = render(job.spec, args.workdir, new_run_id())
     print(f"working directory: {workdir}")
     print("command: " + " ".join(mask_argv(argv)))
     return EXIT_OK
@@ -202,11 +201,14 @@ def cmd_run(args) -> int:
     from .prepare import prepare
 
     settings = _settings(args)
-    spec = load_job(args.job, settings)
+    job = load_job(args.job, settings)
+    spec = job.spec
+    if args.quiet:
+        _print_warnings(job)  # otherwise they are echoed with the log, whose first lines they are
     run_id = new_run_id()
     workdir = (args.workdir or settings.data_dir / "runs" / run_id).absolute()
     try:
-        argv = prepare(settings, spec, workdir, run_id, spark_submit_path(settings), Hdfs(settings.hdfs))
+        argv = prepare(settings, job, workdir, run_id, spark_submit_path(settings), Hdfs(settings.hdfs))
     except HdfsCheckFailed as exc:
         print("sparkrunner: ERROR: before spark-submit:", file=sys.stderr)
         for error in exc.errors:

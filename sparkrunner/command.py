@@ -1,246 +1,36 @@
-"""Builds the spark-submit command line: the settings policy, size normalization, secret masking.
+"""Builds the spark-submit command line and its environment, and masks secrets for logs.
 
-:func:`build_argv` is pure: it turns the configuration, a validated job and a working directory
-into the argv list, touching no file and no process. The job's ``jobParameters`` (flag form, as
-ModelOp clients send them) and ``targetEngine.sparkConf`` (Spark properties) become one set of
-Spark properties, filtered by a policy of what a job may choose.
+:func:`build_argv` is pure: it turns the configuration, an admitted job (whose Spark properties
+:mod:`sparkrunner.admission` already resolved under :mod:`sparkrunner.policy`) and a working
+directory into the argv list, touching no file and no process.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.util
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from .config import Settings
-from .errors import FieldError, JobInvalid, SparkNotFound
-from .jobspec import DRIVER_FILENAME, SCORING_FILENAME, JobSpec
+from .errors import SparkNotFound
+from .jobspec import DRIVER_FILENAME, SCORING_FILENAME
 
-#: spark-submit flags a job may send in ``jobParameters``, and the Spark property each one sets.
-FLAG_PROPERTIES: Mapping[str, str] = {
-    "--name": "spark.app.name",
-    "--executor-memory": "spark.executor.memory",
-    "--driver-memory": "spark.driver.memory",
-    "--executor-cores": "spark.executor.cores",
-    "--driver-cores": "spark.driver.cores",
-    "--total-executor-cores": "spark.cores.max",
-    "--num-executors": "spark.executor.instances",
-    "--queue": "spark.yarn.queue",
-    # Flags the policy refuses by default; mapped so the refusal names the real setting.
-    "--master": "spark.master",
-    "--deploy-mode": "spark.submit.deployMode",
-    "--jars": "spark.jars",
-    "--packages": "spark.jars.packages",
-    "--exclude-packages": "spark.jars.excludes",
-    "--repositories": "spark.jars.repositories",
-    "--py-files": "spark.submit.pyFiles",
-    "--files": "spark.files",
-    "--archives": "spark.archives",
-    "--driver-java-options": "spark.driver.extraJavaOptions",
-    "--driver-class-path": "spark.driver.extraClassPath",
-    "--driver-library-path": "spark.driver.extraLibraryPath",
-    "--proxy-user": "spark.submit.proxyUser",
-    "--principal": "spark.kerberos.principal",
-    "--keytab": "spark.kerberos.keytab",
-    "--properties-file": "spark.submit.propertiesFile",
-    "--class": "spark.submit.mainClass",
-    "--supervise": "spark.driver.supervise",
-}
-#: Flags that take no value (ModelOp sends them as ``"-v": ""``).
-VALUELESS_FLAGS: Mapping[str, str] = {"-v": "--verbose", "--verbose": "--verbose"}
+if TYPE_CHECKING:
+    from .admission import AdmittedJob
 
-#: Spark properties only the operator sets, unless ``policy.allow`` lets jobs choose them:
-#: where the job runs and as whom, what the JVMs load, and the cluster's security.
-REFUSED_PROPERTIES: tuple[str, ...] = (
-    "spark.master",
-    "spark.submit.*",
-    "spark.*.extraClassPath",
-    "spark.*.extraJavaOptions",
-    "spark.*.defaultJavaOptions",
-    "spark.*.extraLibraryPath",
-    "spark.*.userClassPathFirst",
-    "spark.jars",
-    "spark.jars.*",
-    "spark.files",
-    "spark.archives",
-    "spark.plugins",
-    "spark.local.dir",
-    "spark.pyspark.python",
-    "spark.pyspark.driver.python",
-    "spark.executorEnv.*",
-    "spark.yarn.appMasterEnv.*",
-    "spark.yarn.dist.*",
-    "spark.yarn.principal",
-    "spark.yarn.keytab",
-    "spark.kerberos.*",
-    "spark.kubernetes.*",
-    "spark.authenticate",
-    "spark.authenticate.*",
-    "spark.network.crypto.*",
-    "spark.io.encryption.*",
-    "spark.ssl.*",
-    "spark.redaction.*",
-    "spark.sql.redaction.*",
-    "spark.driver.supervise",
-    # Code the JVMs or Python workers would load despite the class-path rules.
-    "spark.plugins.*",
-    "spark.extraListeners",
-    "spark.sql.extensions",
-    "spark.sql.queryExecutionListeners",
-    "spark.sql.streaming.streamingQueryListeners",
-    "spark.sql.catalog.*",
-    "spark.sql.hive.metastore.jars*",
-    "spark.repl.*",
-    "spark.*.resource.*.discoveryScript",
-    "spark.python.daemon.module",
-    "spark.python.worker.module",
-    "spark.metrics.conf*",
-    # Which cluster, file system and credentials the job talks to.
-    "spark.hadoop.fs.defaultFS",
-    "spark.hadoop.yarn.*",
-    "spark.hadoop.hadoop.*",
-    "spark.hadoop.*.impl",
-    "spark.yarn.*",
-    "spark.security.credentials.*",
-    # Addresses, ports and access control: the driver and its UI stay where the operator put them.
-    "spark.driver.bindAddress",
-    "spark.driver.host",
-    "spark.driver.port",
-    "spark.blockManager.*port",
-    "spark.ui.*",
-    "spark.acls.enable",
-    "spark.*acls*",
-    "spark.user.groups.mapping",
-    # Files written outside the working directory.
-    "spark.eventLog.*",
-    "spark.driver.log.*",
-    "spark.sql.warehouse.dir",
-    "spark.python.profile.dump",
-    "spark.checkpoint.dir",
-    "spark.history.*",
-)
-#: Refused patterns a job may use all the same: its YARN queue, and turning its UI off.
-ALWAYS_ALLOWED: tuple[str, ...] = ("spark.yarn.queue", "spark.ui.enabled", "spark.ui.showConsoleProgress")
-
-#: Properties whose values are sizes: ModelOp's "512MB" becomes Spark's "512m".
-SIZE_PROPERTIES: tuple[str, ...] = (
-    "spark.executor.memory",
-    "spark.driver.memory",
-    "spark.executor.memoryOverhead",
-    "spark.driver.memoryOverhead",
-    "spark.executor.pyspark.memory",
-    "spark.driver.maxResultSize",
-    "spark.python.worker.memory",
-)
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(?:([kmgtp])(?:i?b)?|b)?\s*$", re.IGNORECASE)
 _SECRET_KEY = re.compile(r"(?i)secret|password|token|access[.]?key|account[.]key|credential|[.]sas[.]")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_PROPERTY = re.compile(r"^spark\.[A-Za-z0-9_.\-]+$")
 MASK = "******"
 
 
-def normalize_size(value: str) -> str:
-    """Spark's form of a size: ``512MB`` → ``512m``, ``2 GiB`` → ``2g``, ``1024`` → ``1024``.
+def build_argv(settings: Settings, job: AdmittedJob, workdir: Path, spark_submit: str) -> list[str]:
+    """The whole spark-submit command line for ``job`` laid out in ``workdir``.
 
-    Raises ValueError for anything that is not a whole number with an optional unit.
+    Only formats what admission resolved: it cannot refuse the job.
     """
-    match = _SIZE.match(value)
-    if not match:
-        raise ValueError(value)
-    number, unit = match.groups()
-    return number + (unit or "").lower()
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    """What a job chose, after the policy: Spark properties, and whether spark-submit is verbose."""
-
-    conf: Mapping[str, str]
-    verbose: bool = False
-
-
-def job_settings(spec: JobSpec, allow: tuple[str, ...] = ()) -> JobSettings:
-    """The job's settings, or :class:`JobInvalid` naming every refused or malformed one.
-
-    ``allow`` holds glob patterns of properties the operator lets jobs set although
-    :data:`REFUSED_PROPERTIES` refuses them.
-    """
-    errors: list[FieldError] = []
-    conf: dict[str, str] = {}
-    verbose = False
-
-    def add(path: str, prop: str, value: str) -> None:
-        if not _PROPERTY.match(prop):
-            errors.append(FieldError(path, f"{prop!r} is not a Spark property name: it must start with "
-                                           "'spark.' and hold only letters, digits, '_', '-' and '.'"))
-            return
-        if _refused(prop, allow):
-            errors.append(FieldError(path, f"{prop!r} is chosen by the operator, not by a job "
-                                           "(the configuration's policy.allow can permit it)"))
-            return
-        if _BAD_VALUE.search(value):
-            errors.append(FieldError(path, "the value may not contain newlines or other control characters"))
-            return
-        if prop in SIZE_PROPERTIES:
-            try:
-                value = normalize_size(value)
-            except ValueError:
-                errors.append(FieldError(path, f"{value!r} is not a size: use a whole number with "
-                                               "an optional unit k, m, g or t (e.g. 512m, 512MB, 2g)"))
-                return
-        conf[prop] = value
-
-    def add_flag(path: str, flag: str, value: str) -> None:
-        nonlocal verbose
-        if flag in VALUELESS_FLAGS:
-            if value not in ("", "true"):
-                errors.append(FieldError(path, f"{flag} takes no value; send it as \"{flag}\": \"\""))
-            verbose = True
-        elif flag == "--conf":
-            prop, sep, prop_value = value.partition("=")
-            if not sep or not prop.strip():
-                errors.append(FieldError(path, f"{value!r} is not of the form 'spark.some.property=value'"))
-            else:
-                add(path, prop.strip(), prop_value)
-        elif flag in FLAG_PROPERTIES:
-            add(path, FLAG_PROPERTIES[flag], value)
-        else:
-            accepted = ", ".join(sorted([*FLAG_PROPERTIES, *VALUELESS_FLAGS, "--conf"]))
-            errors.append(FieldError(path, f"{flag!r} is not a spark-submit option sparkrunner "
-                                           f"knows; accepted: {accepted}"))
-
-    for flag, value in spec.job_parameters.items():
-        add_flag(f"$.jobParameters[{flag!r}]", flag, value)
-    for key, value in spec.spark_conf.items():
-        path = f"$.targetEngine.sparkConf[{key!r}]"
-        if key.startswith("-"):
-            add_flag(path, key, value)
-        else:
-            add(path, key, value)
-    if errors:
-        raise JobInvalid(errors)
-    return JobSettings(conf=conf, verbose=verbose)
-
-
-def _refused(prop: str, allow: tuple[str, ...]) -> bool:
-    matches = lambda patterns: any(fnmatch.fnmatchcase(prop, p) for p in patterns)  # noqa: E731
-    return matches(REFUSED_PROPERTIES) and not matches((*ALWAYS_ALLOWED, *allow))
-
-
-def build_argv(settings: Settings, spec: JobSpec, workdir: Path, spark_submit: str) -> list[str]:
-    """The whole spark-submit command line for ``spec`` laid out in ``workdir``.
-
-    Operator properties are defaults; the job's own override them where the policy lets it.
-    Raises :class:`JobInvalid` when the job sets something it may not.
-    """
-    chosen = job_settings(spec, settings.policy.allow)
-    conf = {"spark.app.name": f"sparkrunner-{spec.name}", **settings.spark.conf, **chosen.conf}
+    spec, conf = job.spec, job.settings.conf
     workdir = Path(workdir)
     argv = [spark_submit, "--master", settings.spark.master,
             "--deploy-mode", settings.spark.deploy_mode]
@@ -252,7 +42,7 @@ def build_argv(settings: Settings, spec: JobSpec, workdir: Path, spark_submit: s
         argv += ["--py-files", ",".join(str(workdir / name) for name in py_files)]
     if spec.files:
         argv += ["--files", ",".join(str(workdir / f.filename) for f in spec.files)]
-    if chosen.verbose:
+    if job.settings.verbose:
         argv.append("--verbose")
     argv.append(str(workdir / DRIVER_FILENAME))
     return argv

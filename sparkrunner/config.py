@@ -44,8 +44,11 @@ class PolicySettings:
     #: Glob patterns of Spark properties a job may set although the policy refuses them by
     #: default, e.g. ["spark.driver.extraJavaOptions"].
     allow: tuple[str, ...] = ()
-    #: URL schemes a job's fileUrl may use. A plain path counts as "file".
-    file_url_schemes: tuple[str, ...] = ("file", "hdfs", "webhdfs")
+    #: URL schemes a job's fileUrl may use; empty: any scheme that is not denied. A plain path
+    #: counts as "file".
+    file_url_schemes: tuple[str, ...] = ()
+    #: URL schemes refused besides those always refused (local, har, jar, data, javascript).
+    denied_url_schemes: tuple[str, ...] = ()
     #: Directories under which the service accepts local fileUrls (plain paths and file://).
     #: Empty: the service accepts none, as Livy's local-dir whitelist. ``sparkrunner run`` runs
     #: as its user, on that user's files, and is not limited by this list.

@@ -53,6 +53,14 @@ def split_url(url: str, settings: HdfsSettings) -> tuple[str, str] | None:
     return address, urllib.parse.unquote(parsed.path) or "/"
 
 
+def unchecked_reason(url: str, settings: HdfsSettings) -> str | None:
+    """Why an ``hdfs://`` URL cannot be checked before the run, or None when it can (or is not
+    HDFS). Spark still reads it, with the cluster's own Hadoop configuration."""
+    if urllib.parse.urlparse(url).scheme == "hdfs" and not settings.namenode:
+        return "hdfs.namenode is not configured"
+    return None
+
+
 class Hdfs:
     """WebHDFS clients by namenode address, made once each."""
 
@@ -93,6 +101,8 @@ class Hdfs:
         for where, must_exist in (("inputData", True), ("attachments", True), ("outputData", False)):
             for index, asset in _indexed(spec, where):
                 url = asset.get("fileUrl", "")
+                if unchecked_reason(url, self.settings):
+                    continue  # admission warned about it
                 target = split_url(url, self.settings)
                 if target is None:
                     continue
@@ -146,7 +156,7 @@ def _indexed(spec: JobSpec, where: str) -> Iterable[tuple[str, Mapping]]:
             if asset.get("assetType") == "EXTERNAL_FILE":
                 yield f"$.model.storedModel.modelAssets[{i}]", asset
         return
-    for i, asset in enumerate(spec.document.get(where, [])):
+    for i, asset in enumerate(spec.document.get(where) or []):
         if asset.get("assetType") == "EXTERNAL_FILE":
             yield f"$.{where}[{i}]", asset
 

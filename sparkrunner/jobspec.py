@@ -94,6 +94,8 @@ class JobSpec:
     attachments: tuple[Mapping[str, Any], ...]
     job_parameters: Mapping[str, str]
     spark_conf: Mapping[str, str]
+    #: ``targetEngine.executorMemory``, as ModelOp's engine record carries it ("512MB").
+    executor_memory: str | None
     timeout_seconds: int | None
     #: The plan of sparkrunner's distributed path (one-parameter score functions), else None.
     scoring: ScoringPlan | None = None
@@ -113,23 +115,12 @@ def schema() -> dict:
 
 @lru_cache(maxsize=1)
 def _validator():
+    """The compiled validator. The schema's own validity is a test's business, not every
+    start's (tests/test_jobspec.py checks it against its metaschema); the schema holds no
+    "format", so no format checker is built either."""
     import jsonschema  # imported here: it is the slowest import on the command line's path
 
-    cls = jsonschema.validators.validator_for(schema())
-    cls.check_schema(schema())
-    checker = jsonschema.FormatChecker()  # every format jsonschema knows, and ours below
-    checker.checks("date-time", raises=ValueError)(_is_timestamp)
-    return cls(schema(), format_checker=checker)
-
-
-def _is_timestamp(value: object) -> bool:
-    """An ISO 8601 date and time with a zone: RFC 3339, and also ModelOp's "…+0000" form,
-    which RFC 3339 (and jsonschema's own date-time check) refuses."""
-    from datetime import datetime
-
-    if not isinstance(value, str):
-        return True  # "type" judges other values
-    return "T" in value.upper() and datetime.fromisoformat(value).tzinfo is not None
+    return jsonschema.validators.validator_for(schema())(schema())
 
 
 def parse_document(text: str | bytes) -> dict:
@@ -148,6 +139,12 @@ def parse_document(text: str | bytes) -> dict:
 
 def validate(document: Mapping[str, Any], limits: LimitSettings = LimitSettings()) -> JobSpec:
     """The job spec for ``document``, or :class:`JobInvalid` listing every problem at once."""
+    return build(check_shape(document, limits))
+
+
+def check_shape(document: Mapping[str, Any], limits: LimitSettings = LimitSettings()) -> dict:
+    """A private copy of ``document`` once it is within the limits and has the schema's shape,
+    or :class:`JobInvalid` listing what is wrong with it."""
     # Bounds first: the schema walk and everything after it assume a document of sane size.
     depth = _depth(document, limits.max_json_depth)
     if depth > limits.max_json_depth:
@@ -168,7 +165,17 @@ def validate(document: Mapping[str, Any], limits: LimitSettings = LimitSettings(
         json.dumps(document, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (ValueError, UnicodeEncodeError) as exc:
         raise JobInvalid([FieldError("$", f"holds a value that cannot be stored as UTF-8 JSON: {exc}")]) from exc
-    return _build(document)
+    return document
+
+
+def settings_of(doc: Mapping[str, Any]) -> tuple[Mapping[str, str], Mapping[str, str], str | None]:
+    """(jobParameters, targetEngine.sparkConf, targetEngine.executorMemory) of a document of
+    the schema's shape, values as strings."""
+    engine = doc.get("targetEngine") or {}
+    memory = engine.get("executorMemory")
+    return (MappingProxyType({k: _setting_str(v) for k, v in (doc.get("jobParameters") or {}).items()}),
+            MappingProxyType({k: _setting_str(v) for k, v in (engine.get("sparkConf") or {}).items()}),
+            None if memory is None else _setting_str(memory))
 
 
 def _depth(value: Any, stop_after: int) -> int:
@@ -187,9 +194,7 @@ def _depth(value: Any, stop_after: int) -> int:
 
 def _size_problems(document: Mapping[str, Any], limits: LimitSettings) -> list[FieldError]:
     """Too many assets, or an asset whose source or content is too large (schema-valid input)."""
-    assets = [("$.model.storedModel.modelAssets", document["model"]["storedModel"]["modelAssets"]),
-              ("$.inputData", document.get("inputData") or []),
-              ("$.outputData", document.get("outputData") or [])]
+    assets = [(path, items) for path, items in _asset_lists(document)]
     count = sum(len(items) for _, items in assets)
     if count > limits.max_assets:
         return [FieldError("$", f"holds {count} assets in modelAssets, inputData and outputData; "
@@ -197,9 +202,13 @@ def _size_problems(document: Mapping[str, Any], limits: LimitSettings) -> list[F
     errors = []
     for path, items in assets:
         for i, asset in enumerate(items):
-            for field in ("sourceCode", "content"):
+            for field in ("sourceCode", *CONTENT_FIELDS):
                 text = asset.get(field)
-                if not isinstance(text, str) or len(text) <= limits.max_asset_bytes // 4:
+                if text is None or isinstance(text, (bool, int, float)):
+                    continue
+                if not isinstance(text, str):
+                    text = json.dumps(text)  # fileContentString may hold parsed JSON
+                if len(text) <= limits.max_asset_bytes // 4:
                     continue  # at most 4 bytes a character: small enough without encoding it
                 size = len(text.encode("utf-8", "surrogatepass"))
                 if size > limits.max_asset_bytes:
@@ -208,7 +217,15 @@ def _size_problems(document: Mapping[str, Any], limits: LimitSettings) -> list[F
     return errors
 
 
-def _build(doc: dict) -> JobSpec:
+def _asset_lists(document: Mapping[str, Any]) -> list[tuple[str, list]]:
+    """(JSON path, assets) of the three asset lists of a schema-valid document."""
+    return [("$.model.storedModel.modelAssets", document["model"]["storedModel"]["modelAssets"]),
+            ("$.inputData", document.get("inputData") or []),
+            ("$.outputData", document.get("outputData") or [])]
+
+
+def build(doc: dict) -> JobSpec:
+    """The job spec of a document :func:`check_shape` passed, or :class:`JobInvalid`."""
     errors: list[FieldError] = []
     job_type = doc.get("jobType", DEFAULT_JOB_TYPE)
     role = JOB_TYPES[job_type]
@@ -244,25 +261,30 @@ def _build(doc: dict) -> JobSpec:
     modules: list[SourceFile] = []
     files: list[InlineFile] = []
     for i, asset in enumerate(assets):
+        if asset["assetType"] != "SOURCE_CODE":
+            continue
         path = f"{assets_path}[{i}]"
-        kind = asset["assetType"]
-        if kind == "SOURCE_CODE":
-            field, name = _source_filename(asset)
-            is_primary = i in primaries[:1]
-            if not name.endswith(".py"):
-                name += ".py"  # source is imported as a module, which needs the suffix
-            if claim(f"{path}.{field}", name) is None:
+        field, name = _source_filename(asset)
+        is_primary = i in primaries[:1]
+        if not name.endswith(".py"):
+            name += ".py"  # source is imported as a module, which needs the suffix
+        if claim(f"{path}.{field}", name) is None:
+            continue
+        source = SourceFile(name, asset["sourceCode"])
+        if is_primary:
+            primary = source
+            function, init_function, form = _resolve_functions(
+                source, asset, role, meta.get("type"), path, errors)
+        else:
+            modules.append(source)
+    # FILE assets travel inside the job, wherever they stand: all are written beside the driver.
+    for list_path, items in _asset_lists(doc):
+        for i, asset in enumerate(items):
+            if asset.get("assetType") != "FILE":
                 continue
-            source = SourceFile(name, asset["sourceCode"])
-            if is_primary:
-                primary = source
-                function, init_function, form = _resolve_functions(
-                    source, asset, role, meta.get("type"), path, errors)
-            else:
-                modules.append(source)
-        elif kind == "FILE":
-            field = "filename" if "filename" in asset else "name"
-            name = claim(f"{path}.{field}", asset[field])
+            path = f"{list_path}[{i}]"
+            field = "filename" if asset.get("filename") else "name"
+            name = claim(f"{path}.{field}", asset.get(field) or "")
             data = _file_content(asset, path, errors)
             if name is not None and data is not None:
                 files.append(InlineFile(name, data))
@@ -288,13 +310,10 @@ def _build(doc: dict) -> JobSpec:
         init_function=init_function,
         modules=tuple(modules),
         files=tuple(files),
-        inputs=_external_files(doc.get("inputData", [])),
-        outputs=_external_files(doc.get("outputData", [])),
+        inputs=_external_files(doc.get("inputData") or []),
+        outputs=_external_files(doc.get("outputData") or []),
         attachments=_external_files(assets),
-        job_parameters=MappingProxyType(
-            {k: _setting_str(v) for k, v in doc.get("jobParameters", {}).items()}),
-        spark_conf=MappingProxyType(
-            {k: _setting_str(v) for k, v in (doc.get("targetEngine") or {}).get("sparkConf", {}).items()}),
+        **dict(zip(("job_parameters", "spark_conf", "executor_memory"), settings_of(doc))),
         timeout_seconds=doc.get("timeoutSeconds"),
         scoring=scoring,
     )
@@ -323,15 +342,36 @@ def _source_filename(asset: dict) -> tuple[str, str]:
     return "sourceCodeFilePath", parts[-1]
 
 
+#: Where a FILE asset's bytes may come from, in order of preference.
+CONTENT_FIELDS = ("fileContent", "fileContentString", "content")
+
+
 def _file_content(asset: dict, path: str, errors: list[FieldError]) -> bytes | None:
-    content = asset["content"]
-    if asset.get("contentEncoding") == "base64":
-        try:
-            return base64.b64decode(content, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            errors.append(FieldError(f"{path}.content", f"is not valid base64 ({exc})"))
-            return None
-    return content.encode("utf-8")
+    """A FILE asset's bytes: ``fileContent`` (base64, as ModelOp sends it), else
+    ``fileContentString`` (a string as text, another JSON value as JSON), else ``content``
+    (text, or base64 with ``contentEncoding: base64``). ``localFile``, a path on ModelOp's
+    server, is never read."""
+    if asset.get("fileContent") is not None:
+        return _base64(asset["fileContent"], f"{path}.fileContent", errors)
+    if asset.get("fileContentString") is not None:
+        value = asset["fileContentString"]
+        return (value if isinstance(value, str) else json.dumps(value, indent=2)).encode("utf-8")
+    if asset.get("content") is not None:
+        if asset.get("contentEncoding") == "base64":
+            return _base64(asset["content"], f"{path}.content", errors)
+        return asset["content"].encode("utf-8")
+    errors.append(FieldError(path, "is a FILE asset with no content: it needs fileContent (base64), "
+                                   "fileContentString or content (localFile, a path on ModelOp's "
+                                   "server, is never read)"))
+    return None
+
+
+def _base64(text: str, path: str, errors: list[FieldError]) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        errors.append(FieldError(path, f"is not valid base64 ({exc})"))
+        return None
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

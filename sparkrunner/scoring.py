@@ -357,6 +357,8 @@ def conform(frame, rules):
     for rule in rules:
         name = rule["name"]
         if name not in frame.columns:
+            if rule["optional"]:
+                continue  # e.g. a label: records without it reach the model without it
             frame[name] = None
         values, problems = _convert(frame[name], rule)
         frame[name] = values

@@ -34,8 +34,8 @@ META = "$.model.storedModel.modelMetaData"
 # Keywords of a JSON Schema that describe but do not constrain, so they are accepted and ignored.
 _ANNOTATIONS = {"$schema", "$id", "title", "description", "default", "examples", "format", "$comment"}
 _JSON_TYPES = {"string": "string", "number": "number", "integer": "integer", "boolean": "boolean"}
-_AVRO_TYPES = {"string": "string", "int": "integer", "long": "integer", "float": "number",
-               "double": "number", "boolean": "boolean"}
+_AVRO_TYPES = {"int": "integer", "long": "integer", "float": "number", "double": "number",
+               "string": "string", "boolean": "boolean"}
 
 
 @dataclass(frozen=True)
@@ -125,20 +125,25 @@ def plan_scoring(doc: Mapping[str, Any], form: str, errors: list[FieldError]) ->
             f"needs at least one input file ({_formats()})")))
     output, rejected = _outputs(doc.get("outputData", []), errors)
     id_field = doc.get("idField")
-    input_fields = _schema_rules(meta, "inputSchema", errors)
-    output_fields = _schema_rules(meta, "outputSchema", errors)
+    check_input = bool(meta.get("enableInputSchemaChecking"))
+    check_output = bool(meta.get("enableOutputSchemaChecking"))
+    # Strict only where the path acts: the input schema is needed when input checking is on
+    # (otherwise one it cannot read is ignored, and CSV types are inferred); the output schema's
+    # types make the output columns whenever it is given.
+    input_fields = _schema_rules(meta, "inputSchema", errors, needed=check_input, checked=check_input)
+    output_fields = _schema_rules(meta, "outputSchema", errors, needed=True, checked=check_output)
     for flag, fields, schema in (("enableInputSchemaChecking", input_fields, "inputSchema"),
                                  ("enableOutputSchemaChecking", output_fields, "outputSchema")):
-        if meta.get(flag) and fields is None and f"{META}.{schema}" not in {e.path for e in errors}:
-            errors.append(FieldError(f"{META}.{flag}", f"is true, but {META}.{schema} is missing: "
+        path = f"{META}.{schema}"
+        if meta.get(flag) and fields is None and not any(e.path.startswith(path) for e in errors):
+            errors.append(FieldError(f"{META}.{flag}", f"is true, but {path} is missing or empty: "
                                                        "give the schema records are checked against"))
     if len(errors) > count:
         return None
     return ScoringPlan(
         form=form, id_field=id_field, inputs=tuple(inputs), output=output, rejected=rejected,
         input_fields=input_fields, output_fields=output_fields,
-        check_input=bool(meta.get("enableInputSchemaChecking")),
-        check_output=bool(meta.get("enableOutputSchemaChecking")),
+        check_input=check_input, check_output=check_output,
         attachments=tuple(a["fileUrl"] for _, a in _external(doc["model"]["storedModel"]["modelAssets"])),
     )
 
@@ -183,82 +188,144 @@ def _outputs(assets: list[dict], errors: list[FieldError]) -> tuple[DataAsset | 
                              url=output.url.rstrip("/") + REJECTED_SUFFIX, format=output.format)
 
 
-def _schema_rules(meta: Mapping[str, Any], key: str, errors: list[FieldError]) -> tuple[dict, ...] | None:
-    """Field rules from a JSON Schema or an Avro record schema (a dict, or its JSON text)."""
-    if key not in meta or meta[key] in (None, "", {}):
-        return None
-    path = f"{META}.{key}"
-    schema = meta[key]
-    if isinstance(schema, str):
-        try:
-            schema = json.loads(schema)
-        except ValueError as exc:
-            errors.append(FieldError(path, f"is a string but not JSON ({exc})"))
-            return None
-    if isinstance(schema, dict) and schema.get("type") == "record":
-        rules = _avro_rules(schema, path, errors)
-    elif isinstance(schema, dict) and schema.get("type", "object") == "object" and "properties" in schema:
-        rules = _json_schema_rules(schema, path, errors)
-    else:
-        errors.append(FieldError(path, (
-            "is neither a JSON Schema of an object (with \"properties\") nor an Avro record schema "
-            "(\"type\": \"record\" with \"fields\")")))
+def _schema_rules(meta: Mapping[str, Any], key: str, errors: list[FieldError], *, needed: bool,
+                  checked: bool) -> tuple[dict, ...] | None:
+    """Field rules from ``modelMetaData[key]``, or None when it gives no schema.
+
+    ``key`` holds ModelOp's array of schema objects (the first entry's ``schemaDefinition`` is
+    used), or one schema; a schema is an Avro record, a JSON Schema of an object, ModelOp's
+    extended-schema field list, or the JSON text of any of these. A problem goes to ``errors``
+    only when the schema is ``needed``; otherwise the schema is ignored. A JSON Schema keyword
+    the checker does not know is a problem only when the schema is ``checked``.
+    """
+    problems: list[FieldError] = []
+    rules = _read_schema(meta.get(key), f"{META}.{key}", problems, checked, definition=False)
+    if problems:
+        if needed:
+            errors.extend(problems)
         return None
     return tuple(rules) if rules is not None else None
 
 
-def _rule(name: str, type_: str | None, nullable: bool, enum=None, minimum=None, maximum=None) -> dict:
+def _is_empty(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (isinstance(value, (list, dict)) and not value)
+
+
+def _read_schema(schema: Any, path: str, problems: list[FieldError], checked: bool,
+                 definition: bool) -> list[dict] | None:
+    """Field rules from one of the forms :func:`_schema_rules` reads, or None for no schema.
+
+    ``definition``: ``schema`` is a ``schemaDefinition``, where a list is the extended schema's
+    field list (elsewhere a list is ModelOp's array of schema objects).
+    """
+    if isinstance(schema, str) and not _is_empty(schema):
+        try:
+            schema = json.loads(schema)
+        except ValueError as exc:
+            problems.append(FieldError(path, f"is a string but not JSON ({exc})"))
+            return None
+    if _is_empty(schema):
+        return None
+    if isinstance(schema, list) and not definition:
+        # ModelOp's array of {schemaId, name, schemaDefinition}. ModelOp's own monitors expect
+        # one entry; with several, the first is the model's schema, whatever the names say.
+        entry = schema[0]
+        if not isinstance(entry, dict) or "schemaDefinition" not in entry:
+            problems.append(FieldError(f"{path}[0]", (
+                "must be a schema object such as {\"schemaId\": …, \"name\": …, \"schemaDefinition\": …}")))
+            return None
+        return _read_schema(entry["schemaDefinition"], f"{path}[0].schemaDefinition", problems, checked,
+                            definition=True)
+    if isinstance(schema, dict) and "schemaDefinition" in schema and not definition:
+        return _read_schema(schema["schemaDefinition"], f"{path}.schemaDefinition", problems, checked,
+                            definition=True)  # one of ModelOp's schema objects, not in its array
+    if isinstance(schema, list):
+        return _field_rules(schema, lambda i: f"{path}[{i}]", problems)
+    if isinstance(schema, dict) and schema.get("type") == "record" and isinstance(schema.get("fields"), list):
+        return _field_rules(schema["fields"], lambda i: f"{path}.fields[{i}]", problems)
+    if isinstance(schema, dict) and schema.get("type", "object") == "object" and isinstance(
+            schema.get("properties"), dict):
+        return _json_schema_rules(schema, path, problems, checked)
+    problems.append(FieldError(path, (
+        "is neither an Avro record schema (\"type\": \"record\" with \"fields\"), ModelOp's "
+        "extended schema (a list of fields) nor a JSON Schema of an object (with \"properties\")"
+        + ("" if definition else ", nor ModelOp's array of schema objects"))))
+    return None
+
+
+def _rule(name: str, type_: str | None, nullable: bool, enum=None, minimum=None, maximum=None,
+          optional: bool = False) -> dict:
+    """One field's rule; ``optional``: the field may be absent from the input altogether."""
     return {"name": name, "type": type_, "nullable": nullable, "enum": enum,
-            "minimum": minimum, "maximum": maximum}
+            "minimum": minimum, "maximum": maximum, "optional": optional}
 
 
-def _json_schema_rules(schema: dict, path: str, errors: list[FieldError]) -> list[dict] | None:
-    count = len(errors)
+def _json_schema_rules(schema: dict, path: str, problems: list[FieldError], checked: bool) -> list[dict]:
     required = set(schema.get("required", []))
     rules = []
     for name, prop in schema["properties"].items():
         where = f"{path}.properties.{name}"
         if not isinstance(prop, dict):
-            errors.append(FieldError(where, "must be an object such as {\"type\": \"number\"}"))
+            problems.append(FieldError(where, "must be an object such as {\"type\": \"number\"}"))
             continue
         unknown = set(prop) - _ANNOTATIONS - {"type", "enum", "minimum", "maximum"}
-        if unknown:
-            errors.append(FieldError(where, (
+        if unknown and checked:
+            problems.append(FieldError(where, (
                 f"uses {', '.join(sorted(unknown))}, which sparkrunner's checker does not know; it "
                 "knows type, enum, minimum and maximum")))
         types = prop.get("type", [])
         types = [types] if isinstance(types, str) else list(types)
         known = [t for t in types if t != "null"]
         if len(known) > 1 or any(t not in _JSON_TYPES for t in known):
-            errors.append(FieldError(f"{where}.type", (
+            problems.append(FieldError(f"{where}.type", (
                 f"is {prop['type']!r}: give one of {', '.join(_JSON_TYPES)}, optionally with \"null\"")))
             continue
         nullable = "null" in types or name not in required
         rules.append(_rule(name, known[0] if known else None, nullable, prop.get("enum"),
                            prop.get("minimum"), prop.get("maximum")))
-    return rules if len(errors) == count else None
+    return rules
 
 
-def _avro_rules(schema: dict, path: str, errors: list[FieldError]) -> list[dict] | None:
-    count = len(errors)
+def _field_rules(fields: list, where, problems: list[FieldError]) -> list[dict]:
+    """Rules from Avro record fields or ModelOp's extended-schema fields (Avro fields plus keys
+    such as ``role`` and ``dataClass``, which are ignored). ``scoringOptional: true`` (label and
+    score fields) means the field need not be present: not required, and nullable."""
     rules = []
-    for i, field in enumerate(schema.get("fields", [])):
-        where = f"{path}.fields[{i}]"
-        if not isinstance(field, dict) or "name" not in field or "type" not in field:
-            errors.append(FieldError(where, "must be an object with \"name\" and \"type\""))
+    for i, field in enumerate(fields):
+        if not isinstance(field, dict) or not isinstance(field.get("name"), str) or "type" not in field:
+            problems.append(FieldError(where(i), "must be an object with \"name\" and \"type\""))
             continue
-        types = field["type"] if isinstance(field["type"], list) else [field["type"]]
-        nullable = "null" in types
-        known = [t for t in types if t != "null"]
-        enum = None
-        if len(known) == 1 and isinstance(known[0], dict) and known[0].get("type") == "enum":
-            known, enum = ["string"], list(known[0].get("symbols", []))
-        elif len(known) == 1 and isinstance(known[0], dict):
-            known = [known[0].get("type")]  # a logical type checks as its underlying type
-        if len(known) != 1 or known[0] not in (*_AVRO_TYPES, "string"):
-            errors.append(FieldError(f"{where}.type", (
-                f"is {field['type']!r}: give one of {', '.join(_AVRO_TYPES)} or an enum, optionally "
-                "in a union with \"null\"")))
+        kind = _avro_kind(field["type"])
+        if kind is None:
+            problems.append(FieldError(f"{where(i)}.type", (
+                f"{_shown(field['type'])} is not a type sparkrunner can check; accepted: "
+                f"{', '.join(_AVRO_TYPES)} (or an Avro enum), alone or in a union with \"null\"")))
             continue
-        rules.append(_rule(field["name"], _AVRO_TYPES.get(known[0], "string"), nullable, enum))
-    return rules if len(errors) == count else None
+        type_, nullable, enum = kind
+        optional = field.get("scoringOptional") is True
+        rules.append(_rule(field["name"], type_, nullable or optional, enum, optional=optional))
+    return rules
+
+
+def _avro_kind(avro: Any) -> tuple[str, bool, list | None] | None:
+    """(rule type, nullable, enum symbols) of an Avro type, or None when the checker cannot check it."""
+    types = avro if isinstance(avro, list) else [avro]
+    nullable = "null" in types
+    known = [t for t in types if t != "null"]
+    if len(known) != 1:
+        return None
+    kind = known[0]
+    if isinstance(kind, dict):
+        if kind.get("type") == "enum" and isinstance(kind.get("symbols"), list):
+            return "string", nullable, list(kind["symbols"])
+        kind = kind.get("type")  # {"type": "int", "logicalType": "date"} checks as its base type
+    if not isinstance(kind, str) or kind not in _AVRO_TYPES:
+        return None
+    return _AVRO_TYPES[kind], nullable, None
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -16,12 +16,12 @@ import time
 import uuid
 from pathlib import Path
 
-from .command import child_env, job_settings, spark_submit_path
+from .admission import AdmittedJob, Origin, admit
+from .command import child_env, spark_submit_path
 from .config import Settings
-from .errors import JobInvalid, SparkRunnerError
+from .errors import SparkRunnerError
 from .hdfs import Hdfs, HdfsCheckFailed
-from .jobspec import EXIT_FILENAME, LOG_FILENAME, RESULT_FILENAME, JobSpec, validate
-from .locations import location_problems
+from .jobspec import EXIT_FILENAME, LOG_FILENAME, RESULT_FILENAME
 from .launcher import LogWatcher, Outcome, SparkSubmit, process_start_time, started_by_supervisor
 from .states import ACTIVE_STATES, JobStatus
 from .store import IllegalMove, JobRecord, JobStore
@@ -79,6 +79,9 @@ class JobService:
         self._env = child_env(settings)
         self._hdfs = Hdfs(settings.hdfs)
         self._runs: dict[str, SparkSubmit] = {}
+        #: Jobs admitted by this service run and not yet launched; after a restart a queued job
+        #: is admitted again from its stored document, under the configuration in force then.
+        self._admitted: dict[str, AdmittedJob] = {}
         self._lock = threading.RLock()  # guards _runs and every launch or cancel decision
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -147,18 +150,17 @@ class JobService:
         With an idempotency key already used by ``owner``, the earlier job is returned and
         nothing new is stored or run.
         """
-        spec = validate(document, self.settings.limits)
-        job_settings(spec, self.settings.policy.allow)  # a refused setting refuses the job now
-        problems = location_problems(spec.document, self.settings.policy, self.data_dir)
-        if problems:
-            raise JobInvalid(problems)
+        job = admit(document, self.settings, Origin.SERVICE, self.data_dir)
+        spec = job.spec
         timeout = spec.timeout_seconds or self.settings.service.default_timeout_seconds or None
         record, created = self.store.create(
             id=str(uuid.uuid4()), owner=owner, idempotency_key=idempotency_key,
             job_type=spec.job_type, name=spec.name, document=dict(spec.document),
-            timeout_seconds=timeout)
+            timeout_seconds=timeout, warnings=job.warnings)
         if created:
             log.info("Job %s (%s %r) stored and queued.", record.id, spec.job_type, spec.name)
+            with self._lock:
+                self._admitted[record.id] = job
             self._wake.set()
         return record, created
 
@@ -173,6 +175,7 @@ class JobService:
         with self._lock:
             record = self.store.get(job_id)
             if record.status is JobStatus.CREATED:
+                self._admitted.pop(job_id, None)
                 return self.store.move(job_id, JobStatus.CANCELLED, CANCELLED_REASON, ended=time.time()) or record
             if record.status in ACTIVE_STATES:
                 run = self._runs.get(job_id)
@@ -241,10 +244,11 @@ class JobService:
         """Lays out and starts one queued job (called with the lock held)."""
         workdir = self.jobs_dir / record.id
         try:
-            spec: JobSpec = validate(json.loads(record.document), self.settings.limits)
+            job = self._admitted.pop(record.id, None) or admit(
+                json.loads(record.document), self.settings, Origin.SERVICE, self.data_dir)
             if workdir.exists():
                 shutil.rmtree(workdir)  # a layout the last service run left before starting
-            argv = prepare(self.settings, spec, workdir, record.id, self._spark_submit, self._hdfs)
+            argv = prepare(self.settings, job, workdir, record.id, self._spark_submit, self._hdfs)
         except HdfsCheckFailed as exc:
             log.warning("Job %s fails its HDFS checks: %s", record.id, exc)
             self.store.move(record.id, JobStatus.ERROR, f"before spark-submit: {exc}", ended=time.time())

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     app_id           TEXT,
     ui_url           TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    warnings         TEXT NOT NULL DEFAULT '[]',
     UNIQUE (owner, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
@@ -86,19 +87,24 @@ class JobRecord:
     app_id: str | None
     ui_url: str | None
     cancel_requested: bool
+    #: What admission said of the job besides accepting it (settings the configuration overrode).
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "JobRecord":
         values = dict(row)
         values["status"] = JobStatus(values["status"])  # an unknown value fails loudly
         values["cancel_requested"] = bool(values["cancel_requested"])
+        values["warnings"] = tuple(json.loads(values.get("warnings") or "[]"))
         return cls(**values)
 
 
 _COLUMNS = [f.name for f in fields(JobRecord)]
 #: Columns a caller may set besides the state (the state and its reason go through move()).
 _UPDATABLE = frozenset(_COLUMNS) - {"seq", "id", "owner", "idempotency_key", "job_type", "name",
-                                    "status", "reason", "document", "created"}
+                                    "status", "reason", "document", "created", "warnings"}
+#: Columns added since the first release, with their definitions: added to older stores on open.
+_ADDED_COLUMNS = {"warnings": "TEXT NOT NULL DEFAULT '[]'"}
 
 
 class JobStore:
@@ -114,6 +120,10 @@ class JobStore:
         # FULL: a job acknowledged to a client survives a power cut, not just a crash.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, definition in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
         self.path.chmod(0o600)
         self._end_corrupt_records()
 
@@ -147,7 +157,8 @@ class JobStore:
                 raise
 
     def create(self, *, id: str, owner: str, idempotency_key: str | None, job_type: str, name: str,
-               document: dict, timeout_seconds: float | None) -> tuple[JobRecord, bool]:
+               document: dict, timeout_seconds: float | None, warnings: Iterable[str] = ()
+               ) -> tuple[JobRecord, bool]:
         """Stores a new CREATED job; with a known idempotency key, returns the earlier job.
 
         Returns (job, created).
@@ -160,9 +171,9 @@ class JobStore:
                     return JobRecord.from_row(row), False
             db.execute(
                 "INSERT INTO jobs (id, owner, idempotency_key, job_type, name, status, document,"
-                " timeout_seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " timeout_seconds, created, warnings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (id, owner, idempotency_key, job_type, name, JobStatus.CREATED.value,
-                 json.dumps(document), timeout_seconds, time.time()))
+                 json.dumps(document), timeout_seconds, time.time(), json.dumps(list(warnings))))
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (id,)).fetchone()
             return JobRecord.from_row(row), True
 

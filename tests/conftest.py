@@ -53,3 +53,11 @@ def job_file(tmp_path):
 def _no_user_config(monkeypatch):
     # A developer's SPARKRUNNER_CONFIG must not change what the tests run.
     monkeypatch.delenv("SPARKRUNNER_CONFIG", raising=False)
+
+
+def admitted(doc: dict, settings=None):
+    """``doc`` admitted as ``sparkrunner run`` admits it (or JobInvalid)."""
+    from sparkrunner.admission import Origin, admit
+    from sparkrunner.config import Settings
+
+    return admit(doc, settings or Settings(), Origin.LOCAL)

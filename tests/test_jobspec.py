@@ -1,6 +1,7 @@
 """Validation of job documents and function resolution (pure: no JVM, no user code run)."""
 
 import base64
+import json
 
 import pytest
 
@@ -223,3 +224,14 @@ def test_secondary_sources_get_the_py_suffix():
     doc = make_job(assets=[{"assetType": "SOURCE_CODE", "primaryModelSource": False, "name": "helpers",
                             "sourceCode": "X = 1\n"}])
     assert [m.filename for m in validate(doc).modules] == ["helpers.py"]
+
+
+def test_the_shipped_schema_is_a_valid_json_schema_with_nothing_it_would_not_check():
+    import jsonschema
+
+    from sparkrunner.jobspec import schema
+
+    cls = jsonschema.validators.validator_for(schema())
+    cls.check_schema(schema())  # the validator itself skips this at run time
+    # No "format" anywhere: it would be ignored, since no format checker is built.
+    assert '"format"' not in json.dumps(schema())

@@ -2,10 +2,9 @@
 
 from pathlib import Path
 
-from conftest import REPO, make_job
+from conftest import REPO, admitted, make_job
 from sparkrunner import config
 from sparkrunner.command import build_argv, child_env
-from sparkrunner.jobspec import validate
 
 WORKDIR = Path("/srv/runs/j1")
 JOB = make_job(jobParameters={"--executor-memory": "2GB", "--queue": "analytics"},
@@ -14,7 +13,7 @@ JOB = make_job(jobParameters={"--executor-memory": "2GB", "--queue": "analytics"
 
 def argv_for(profile: str) -> list[str]:
     settings = config.load(REPO / "conf" / f"{profile}.yaml")
-    return build_argv(settings, validate(JOB), WORKDIR, "spark-submit")
+    return build_argv(settings, admitted(JOB, settings), WORKDIR, "spark-submit")
 
 
 def test_yarn():
@@ -55,7 +54,7 @@ def test_kubernetes():
 
 def test_standalone_points_at_the_local_cluster_and_its_secret_directory():
     settings = config.load(REPO / "conf" / "standalone.yaml")
-    argv = build_argv(settings, validate(JOB), WORKDIR, "spark-submit")
+    argv = build_argv(settings, admitted(JOB, settings), WORKDIR, "spark-submit")
     assert argv[1:3] == ["--master", "spark://127.0.0.1:7077"]
     assert "spark.authenticate=true" in argv
     assert not any("secret" in a for a in argv)  # the secret never travels on the command line

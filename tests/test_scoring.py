@@ -187,6 +187,62 @@ def test_rejected_records_land_in_the_rejected_output_with_reasons(spark, tmp_pa
         "probability": 1.5, "label": "ancient", "id": 5}
 
 
+def modelop_field(name: str, type_, role: str = "predictor", optional: bool = False) -> dict:
+    """A field of ModelOp's extended schema, as ModelOp Center writes it."""
+    return {"name": name, "type": type_, "dataClass": "categorical" if type_ in ("string", "boolean") else "numerical",
+            "role": role, "protectedClass": name == "age_years", "driftCandidate": role == "predictor",
+            "specialValues": [], "scoringOptional": optional}
+
+
+CREDIT_MODEL = '''\
+# modelop.score
+def action(applicant):
+    p = applicant["age_years"] / 100 + (0.25 if applicant["smoker"] else 0.0)
+    yield {"id": applicant["id"], "probability": p, "seen": ",".join(sorted(applicant))}
+'''
+# modelMetaData as ModelOp Center sends it: schemas are arrays of {schemaId, name, schemaDefinition}.
+CREDIT_META = {
+    "type": "PYTHON", "description": "credit risk", "custom": {}, "tags": ["credit"], "classicModel": False,
+    "attachments": [], "repositoryInfo": {"repositoryType": "GIT_REPO", "repositoryUrl": "", "branch": "main"},
+    "inputSchema": [{"schemaId": "8c7e6f1a-1b2c-4d3e-9f00-000000000001", "name": "df_sample_scored_input_schema.avsc",
+                     "schemaDefinition": [  # ModelOp's extended schema
+                         modelop_field("id", "int", role="non-predictor"), modelop_field("age_years", "int"),
+                         modelop_field("income", "double"), modelop_field("smoker", "boolean"),
+                         modelop_field("defaulted", "int", role="label", optional=True)]}],
+    "outputSchema": [{"schemaId": "8c7e6f1a-1b2c-4d3e-9f00-000000000002", "name": "df_sample_scored_output_schema.avsc",
+                      "schemaDefinition": {"type": "record", "name": "credit_scores", "fields": [
+                          modelop_field("id", "int", role="non-predictor"),
+                          modelop_field("probability", "double", role="score", optional=True),
+                          {"name": "seen", "type": "string"},
+                          modelop_field("defaulted", ["null", "int"], role="label", optional=True)]}}],
+    "enableInputSchemaChecking": True, "enableOutputSchemaChecking": False,
+}
+
+
+def test_modelop_schema_arrays_check_inputs_and_type_outputs(spark, tmp_path):
+    # The label is scoringOptional and absent from the data: records without it are scored, and
+    # the model does not see it; the row whose age is not an int is rejected.
+    data = tmp_path / "applicants.csv"
+    data.write_text("id,age_years,income,smoker\n1,30,52000.5,false\n2,forty,61000,true\n3,60,48000,TRUE\n"
+                    "4,45,39000,false\n")
+    counts = score(spark, CREDIT_MODEL, [data_asset("in", data, "CSV")],
+                   [data_asset("scores", tmp_path / "scores", "PARQUET")], meta=CREDIT_META)
+    assert counts == {"recordsRead": 4, "recordsScored": 3, "recordsRejected": 1, "rowsWritten": 3}
+    scores = read_output(tmp_path / "scores", "PARQUET").sort_values("id", ignore_index=True)
+    assert list(scores.columns) == ["id", "probability", "seen", "defaulted"]  # the output schema's fields, in order
+    assert [str(t) for t in scores.dtypes] == ["int64", "float64", "object", "float64"]  # defaulted: all null
+    seen = "age_years,id,income,smoker"
+    assert scores[["id", "probability", "seen"]].to_dict("records") == [
+        {"id": 1, "probability": pytest.approx(0.3), "seen": seen},
+        {"id": 3, "probability": pytest.approx(0.85), "seen": seen},
+        {"id": 4, "probability": pytest.approx(0.45), "seen": seen}]
+    assert scores["defaulted"].isna().all()
+    rejected = read_output(tmp_path / "scores_rejected", "PARQUET")
+    assert rejected.to_dict("records") == [{
+        "record": json.dumps({"id": "2", "age_years": "forty", "income": "61000", "smoker": "true"}),
+        "reason": "input: age_years: 'forty' is not an integer"}]
+
+
 REORDERING_MODEL = '''\
 import pandas
 

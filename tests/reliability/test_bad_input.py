@@ -44,6 +44,9 @@ spark:
   conf: {{spark.ui.enabled: "false"}}
 policy:
   local_roots: [{roots}]
+hdfs:
+  namenode: http://127.0.0.1:9
+  timeout_seconds: 2
 service:
   max_concurrent_jobs: 1
   max_request_bytes: {MAX_REQUEST}
@@ -67,10 +70,11 @@ def nothing_kept(service):
 
 
 def ends_before_spark(service, job_id: str) -> None:
-    """Accepted jobs here name HDFS paths, and no namenode is configured: they end at once,
-    without a JVM, which keeps this module fast."""
+    """Accepted jobs here name HDFS paths, and the configured namenode is a closed port: they
+    end at once, without a JVM, which keeps this module fast."""
     job = service.wait_for(job_id, {"CANCELLED", "COMPLETE", "ERROR"}, timeout=30)
-    assert job["jobStatus"] == "ERROR" and job["reason"].startswith("before spark-submit: hdfs.namenode")
+    assert job["jobStatus"] == "ERROR", job
+    assert job["reason"].startswith("before spark-submit: http://127.0.0.1:9: cannot reach WebHDFS"), job
 
 
 def refused(service, doc: dict | str | bytes, status: int = 422) -> dict:
@@ -197,18 +201,18 @@ def url_job(url: str) -> dict:
 
 
 @pytest.mark.parametrize("url,message", [
-    ("http://169.254.169.254/latest/meta-data/", "uses the scheme 'http:', which the service does not accept "
-                                                 "(accepted: file, hdfs, webhdfs)"),
-    ("https://example.org/data.csv", "uses the scheme 'https:'"),
-    ("s3a://bucket/data.csv", "uses the scheme 's3a:'"),
-    ("ftp://127.0.0.1/x.csv", "uses the scheme 'ftp:'"),
+    ("http://169.254.169.254/latest/meta-data/", "names the address 169.254.169.254, a metadata"),
+    ("s3a://[fd00:ec2::254]/data.csv", "names the address fd00:ec2::254, a metadata"),
+    ("local:///etc/passwd", "uses the scheme 'local:', which the service refuses"),
+    ("har:///etc/x.har/passwd", "uses the scheme 'har:', which the service refuses"),
+    ("jar:file:/etc/x.jar!/passwd", "uses the scheme 'jar:', which the service refuses"),
     ("webhdfs://169.254.169.254:80/x.csv", "names the address 169.254.169.254, a metadata"),
     ("hdfs://[fe80::1]:8020/x.csv", "names the address fe80::1, a metadata, link-local"),
     ("file://otherhost/x.csv", "names the host 'otherhost'; a file: URL may only name this machine"),
     ("in/rows.csv", "is a relative path; local paths must be absolute"),
     ("/etc/passwd", "resolves to '/etc/passwd', which is outside policy.local_roots"),
 ])
-def test_urls_outside_the_allowlist_are_refused(service, nothing_kept, url, message):
+def test_urls_the_policy_refuses_are_refused(service, nothing_kept, url, message):
     got = problem(refused(service, url_job(url)), "$.inputData[0].fileUrl")
     assert got.startswith(repr(url)) and message in got, got
 
@@ -228,9 +232,10 @@ def test_the_service_data_directory_is_never_a_data_source(service, nothing_kept
 
 
 def test_every_refused_url_is_reported_at_once(service, nothing_kept):
-    doc = url_job("s3a://b/x")
+    doc = url_job("local:///x")
     doc["outputData"] = [{"assetType": "EXTERNAL_FILE", "fileUrl": "/tmp/out"}]
-    doc["model"]["storedModel"]["modelAssets"].append({"assetType": "EXTERNAL_FILE", "fileUrl": "gs://m/model.pkl"})
+    doc["model"]["storedModel"]["modelAssets"].append(
+        {"assetType": "EXTERNAL_FILE", "fileUrl": "http://169.254.169.254/m/model.pkl"})
     paths = {e["path"] for e in refused(service, doc)["errors"]}
     assert paths == {"$.inputData[0].fileUrl", "$.outputData[0].fileUrl",
                      "$.model.storedModel.modelAssets[1].fileUrl"}
@@ -239,16 +244,12 @@ def test_every_refused_url_is_reported_at_once(service, nothing_kept):
 # -- Spark settings ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field,key,value", [
-    ("sparkConf", "spark.master", "local[1]"),
-    ("sparkConf", "spark.submit.deployMode", "cluster"),
     ("sparkConf", "spark.driver.extraClassPath", "/tmp/evil.jar"),
     ("sparkConf", "spark.executor.extraJavaOptions", "-javaagent:/tmp/evil.jar"),
     ("sparkConf", "spark.submit.proxyUser.allowCustomClasspathInClusterMode", "true"),
     ("sparkConf", "spark.redaction.regex", "nothing"),
     ("sparkConf", "spark.authenticate.secret", "guess"),
     ("sparkConf", "spark.jars.packages", "org.evil:evil:1.0"),
-    ("jobParameters", "--master", "yarn"),
-    ("jobParameters", "--deploy-mode", "cluster"),
     ("jobParameters", "--jars", "/tmp/evil.jar"),
     ("jobParameters", "--driver-java-options", "-Dx=y"),
     ("jobParameters", "--proxy-user", "root"),
@@ -260,11 +261,29 @@ def test_settings_a_job_may_not_choose_are_refused(service, nothing_kept, field,
     assert "is chosen by the operator, not by a job" in problem(refused(service, doc), path)
 
 
+def test_the_operators_settings_are_overridden_with_a_warning(service):
+    doc = url_job("hdfs:///data/rows.csv")
+    doc["jobParameters"] = {"--deploy-mode": "cluster"}
+    doc["targetEngine"] = {"sparkConf": {"--master": "yarn", "spark.master": "local[*]"}}
+    response = service.post("/jobs", json=doc)
+    assert response.status_code == 201, response.text
+    assert response.json()["warnings"] == [
+        "$.jobParameters['--deploy-mode']: 'cluster' is overridden: spark.submit.deployMode is chosen "
+        "by the operator, and the configuration's 'client' is used",
+        "$.targetEngine.sparkConf['--master']: 'yarn' is overridden: spark.master is chosen by the "
+        "operator, and the configuration's 'local[*]' is used",
+    ]  # spark.master: 'local[*]' is the configuration's own value: no warning
+    ends_before_spark(service, response.json()["id"])
+
+
 # -- the schema -----------------------------------------------------------------------------------
 
-def test_formats_are_checked(service, nothing_kept):
-    assert problem(refused(service, make_job(createdDate="last tuesday")), "$.createdDate") == \
-        "'last tuesday' is not a 'date-time'"
+def test_fields_sparkrunner_only_carries_are_kept_in_any_shape(service):
+    doc = url_job("hdfs:///data/rows.csv")
+    doc.update(createdDate="last tuesday", lastModifiedDate=1616767940345, jobStatus="CREATED", _links={})
+    response = service.post("/jobs", json=doc)
+    assert response.status_code == 201, response.text
+    ends_before_spark(service, response.json()["id"])
 
 
 def test_a_ref_in_a_job_is_data_and_never_fetched(service, nothing_kept):
@@ -275,7 +294,7 @@ def test_a_ref_in_a_job_is_data_and_never_fetched(service, nothing_kept):
     listener.settimeout(0.2)
     port = listener.getsockname()[1]
     remote = {"$ref": f"http://127.0.0.1:{port}/schema.json"}
-    doc = make_job(createdDate="never", **remote)
+    doc = make_job(timeoutSeconds=0, **remote)  # refused for its timeout, after the whole walk
     doc["model"]["storedModel"]["modelMetaData"].update(remote)
     doc["inputData"] = [dict(remote, assetType="EXTERNAL_FILE", fileUrl="hdfs:///x")]
     refused(service, doc)

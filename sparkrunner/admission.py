@@ -1,0 +1,88 @@
+"""The one entrance for a job: a document in, a fully resolved job out, or every problem at once.
+
+Every route calls :func:`admit` once: the service (``POST /jobs``, ModelOp's and Livy's paths),
+``sparkrunner validate``, ``render`` and ``run``. What comes out is frozen and resolved: the
+validated job, the Spark properties spark-submit gets, the warnings the job carries. The later
+stages (working directory, command line, launch) only carry it out and cannot refuse it.
+
+Pure: no file is written, nothing is opened over the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import Settings
+from .errors import JobInvalid
+from .hdfs import unchecked_reason
+from .jobspec import JobSpec, build, check_shape, settings_of
+from .policy import (ATTACHMENT_READ_SCHEMES, READ_SCHEMES, Location, ResolvedSettings,
+                     location_problems, resolve_settings)
+
+
+class Origin(str, Enum):
+    """Who runs the job, which decides whose files it may name."""
+
+    #: The service runs it as the service's user for a client: local paths only under
+    #: ``policy.local_roots``, never inside the data directory.
+    SERVICE = "service"
+    #: ``sparkrunner run`` (and validate, render) runs it as the user at the keyboard.
+    LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class AdmittedJob:
+    """A job that will run as it stands: the validated document and everything resolved."""
+
+    spec: JobSpec
+    #: Spark properties for spark-submit (the operator's and the job's) and --verbose.
+    settings: ResolvedSettings
+    #: What the configuration overrode or could not check, one sentence each, with its JSON path.
+    warnings: tuple[str, ...]
+
+    @property
+    def document(self) -> Mapping[str, Any]:
+        return self.spec.document
+
+
+def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Origin.SERVICE,
+          data_dir: Path | None = None) -> AdmittedJob:
+    """The admitted job for ``document``, or :class:`JobInvalid` listing every problem.
+
+    ``data_dir`` is the service's data directory (with ``Origin.SERVICE``): no location may lie
+    inside it.
+    """
+    doc = check_shape(document, settings.limits)  # the shape first: the rest relies on it
+    try:
+        spec, errors = build(doc), []
+    except JobInvalid as exc:  # settings and locations are still checked: every problem at once
+        spec, errors = None, exc.errors
+    resolved, setting_errors = resolve_settings(*settings_of(doc), settings,
+                                                app_name=spec.name if spec else "")
+    locations = job_locations(doc, scored=spec is not None and spec.scoring is not None)
+    errors += setting_errors + location_problems(locations, settings.policy, data_dir,
+                                                 local=origin is Origin.SERVICE)
+    if errors or spec is None or resolved is None:
+        raise JobInvalid(errors)
+    warnings = list(resolved.warnings)
+    for where in locations:
+        reason = unchecked_reason(where.url, settings.hdfs)
+        if reason:
+            warnings.append(f"{where.path}: {where.url!r} is not checked before the run ({reason}); "
+                            "Spark reads it with the cluster's own Hadoop configuration")
+    return AdmittedJob(spec=spec, settings=resolved, warnings=tuple(warnings))
+
+
+def job_locations(doc: Mapping[str, Any], scored: bool) -> list[Location]:
+    """Every EXTERNAL_FILE asset's fileUrl, with the schemes sparkrunner must be able to read
+    where it reads the data itself (``scored``: the distributed scoring path)."""
+    lists = [("$.inputData", doc.get("inputData") or [], READ_SCHEMES),
+             ("$.outputData", doc.get("outputData") or [], READ_SCHEMES),
+             ("$.model.storedModel.modelAssets", doc["model"]["storedModel"]["modelAssets"],
+              ATTACHMENT_READ_SCHEMES)]
+    return [Location(f"{path}[{i}].fileUrl", asset["fileUrl"], schemes if scored else None)
+            for path, assets, schemes in lists
+            for i, asset in enumerate(assets) if asset.get("assetType") == "EXTERNAL_FILE"]
