@@ -1,7 +1,7 @@
 """The REST interface (FastAPI): submit, list, inspect, page the log of, and cancel jobs.
 
-The helpers every route shares (who asks, their job, the one way a document is admitted) are
-module functions, so that ModelOp's routes (:mod:`sparkrunner.modelop_api`) use them too.
+The helpers every route shares (who asks, their job, submitting a request's document) are module
+functions, so that ModelOp's routes (:mod:`sparkrunner.modelop_api`) use them too.
 """
 
 from __future__ import annotations
@@ -108,9 +108,9 @@ def find(request: Request, job_id: str) -> JobRecord:
     return record
 
 
-async def admit(request: Request, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
-    """(job, created) for the job document in the request's body, validated and stored for the
-    caller; the one way in for every route that submits. Raises JobInvalid or JobNotStored."""
+async def submit_body(request: Request, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+    """(job, created) for the job document in the request's body, admitted and stored for the
+    caller by the service; what every route that submits calls. Raises JobInvalid or JobNotStored."""
     # The body is read raw, so that a bad document gets our own 422 listing every problem.
     body = await request.body()
     try:
@@ -172,7 +172,7 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
               responses=SUBMIT_RESPONSES)
     async def submit(request: Request,
                      idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
-        record, created = await admit(request, idempotency_key)
+        record, created = await submit_body(request, idempotency_key)
         return JSONResponse(job_view(record, service_of(request)), status_code=201 if created else 200,
                             headers={"Location": f"/jobs/{record.id}"})
 

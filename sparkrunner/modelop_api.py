@@ -18,8 +18,8 @@ from typing import Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from .api import (JOB_REQUEST_BODY, JOB_RESPONSES, MAX_OFFSET, MAX_PAGE, SUBMIT_RESPONSES, admit,
-                  find, iso_time, job_view, owner_of, service_of)
+from .api import (JOB_REQUEST_BODY, JOB_RESPONSES, MAX_OFFSET, MAX_PAGE, SUBMIT_RESPONSES, find,
+                  iso_time, job_view, owner_of, service_of, submit_body)
 from .service import JobService
 from .store import JobRecord
 
@@ -40,28 +40,11 @@ def _stamp(timestamp: float) -> str:
     return f"{t.year}/{t.month}/{t.day} {t:%H:%M:%S}"
 
 
-def job_warnings(record: JobRecord) -> list[str]:
-    """What the configuration overrode in the job, as sentences; none for records that predate
-    warnings (read with getattr for that reason)."""
-    warnings = getattr(record, "warnings", None) or ()
-    if isinstance(warnings, str):  # a column of JSON text not yet decoded
-        try:
-            warnings = json.loads(warnings)
-        except ValueError:
-            warnings = [warnings]
-    lines = []
-    for warning in warnings:
-        if isinstance(warning, dict) and "message" in warning:
-            lines.append(f"{warning['path']}: {warning['message']}" if warning.get("path") else warning["message"])
-        else:
-            lines.append(str(warning))
-    return lines
-
-
-def job_messages(record: JobRecord, warnings: list[str]) -> list[str]:
-    """The job's story in ModelOp's words: ``2021/3/11 14:40:45 batch job received``, …"""
+def job_messages(record: JobRecord) -> list[str]:
+    """The job's story in ModelOp's words: ``2021/3/11 14:40:45 batch job received``, then what
+    admission warned of, then started, running and ended with its reason."""
     events = [(record.created, "batch job received")]
-    events += [(record.created, f"warning: {warning}") for warning in warnings]
+    events += [(record.created, f"warning: {warning}") for warning in record.warnings]
     if record.started is not None:
         events.append((record.started, "batch job started: spark-submit is starting the application"))
     if record.running is not None:
@@ -85,17 +68,16 @@ def submitted_document(record: JobRecord) -> dict[str, Any]:
 
 def modelop_view(record: JobRecord, service: JobService | None = None) -> dict[str, Any]:
     """A job as ModelOp's API shows it: the submitted document under the job's own fields
-    (those of :func:`job_view` too); with ``service``, also its log tail and result."""
-    warnings = job_warnings(record)
+    (those of :func:`job_view` too, ``warnings`` among them); with ``service``, also its log
+    tail and result."""
     times = [t for t in (record.created, record.started, record.running, record.ended) if t is not None]
     own = {
         **job_view(record, service),
-        "jobMessages": job_messages(record, warnings),
+        "jobMessages": job_messages(record),
         "jobWaitTime": _millis(record.started),
         "jobRunTime": _millis(record.running),
         "jobEndTime": _millis(record.ended),
         "lastModifiedDate": iso_time(max(times)),
-        "warnings": warnings,
         "_links": {"self": {"href": f"{JOBS_PATH}/{record.id}"}, "job": {"href": f"{JOBS_PATH}/{record.id}"}},
     }
     return {**submitted_document(record), **own}
@@ -104,7 +86,7 @@ def modelop_view(record: JobRecord, service: JobService | None = None) -> dict[s
 @router.post(JOBS_PATH, status_code=201, summary="Submit a job, as ModelOp Center's API does",
              openapi_extra=JOB_REQUEST_BODY, responses=SUBMIT_RESPONSES)
 async def submit(request: Request, idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
-    record, created = await admit(request, idempotency_key)
+    record, created = await submit_body(request, idempotency_key)
     return JSONResponse(modelop_view(record, service_of(request)), status_code=201 if created else 200,
                         headers={"Location": f"{JOBS_PATH}/{record.id}"})
 

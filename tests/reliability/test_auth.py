@@ -12,14 +12,20 @@ import pytest
 import requests
 
 from conftest import SPARKRUNNER, make_job
-from service_helpers import Service, sleepy_job
+from service_helpers import Service, free_port, sleepy_job
 
 ALICE_TOKEN = "alice-token-0123456789abcdef"
 BOB_TOKEN = "bob-token-fedcba9876543210"
 CAROL_TOKEN = "carol-token-with-a-stored-digest"
 CAROL_DIGEST = "sha256:" + hashlib.sha256(CAROL_TOKEN.encode()).hexdigest()
-#: A job that ends before spark-submit (an hdfs:// input, no namenode configured): no JVM.
+#: A job that ends before spark-submit, with no JVM, on a service whose namenode is unreachable
+#: (see :func:`unreachable_namenode`): its hdfs:// input cannot be checked.
 NO_JVM_JOB = make_job(inputData=[{"assetType": "EXTERNAL_FILE", "name": "in", "fileUrl": "hdfs:///auth/in.csv"}])
+
+
+def unreachable_namenode() -> str:
+    """Configuration (top-level YAML) naming a namenode where nothing listens."""
+    return f"hdfs:\n  namenode: http://127.0.0.1:{free_port()}\n"
 
 
 def bearer(token: str) -> dict:
@@ -163,13 +169,15 @@ def test_without_authentication_a_form_post_cannot_submit_or_cancel(tmp_path):
 def test_without_authentication_a_json_post_needs_no_header(tmp_path):
     """As ModelOp's and Livy's clients send it: requests.post(url, json=job), nothing else. A
     form cannot declare its body as JSON."""
-    service = Service(tmp_path / "data").start()
+    service = Service(tmp_path / "data", extra=unreachable_namenode()).start()
     try:
         for path in ("/jobs", "/model-manage/api/jobs"):
             response = requests.post(service.url + path, json=NO_JVM_JOB, timeout=30)
             assert response.status_code == 201, response.text
             assert response.request.headers["Content-Type"] == "application/json"
             assert "X-Requested-By" not in response.request.headers
+            job = service.wait_for(response.json()["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=60)
+            assert job["reason"].startswith("before spark-submit: "), job
         assert service.get("/jobs").json()["total"] == 2
     finally:
         service.stop()
