@@ -24,7 +24,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[service,test,airflow]'
+	$(PY) -m pip install --quiet -e '.[test,airflow]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # A Spark standalone master and two workers on 127.0.0.1 (see conf/standalone.yaml).

@@ -1,4 +1,8 @@
-"""The REST interface (FastAPI): submit, list, inspect, page the log of, and cancel jobs."""
+"""The REST interface (FastAPI): submit, list, inspect, page the log of, and cancel jobs.
+
+The helpers every route shares (who asks, their job, submitting a request's document) are module
+functions, so that ModelOp's routes (:mod:`sparkrunner.modelop_api`) use them too.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from starlette.routing import Match
 from . import __version__
 from .auth import CSRF_HEADER, OPEN_PATHS, Guard, Tokens
 from .config import Settings
-from .errors import JobInvalid, JobNotFound, StoreError
+from .errors import JobInvalid, JobNotFound, JobNotStored, StoreError
 from .jobspec import JOB_TYPES, parse_document, schema
 from .service import JobService
 from .states import ACTIVE_STATES, JobStatus
@@ -35,7 +39,8 @@ JobTypeName = Literal["MODEL_BATCH_JOB", "MODEL_BATCH_TEST_JOB", "MODEL_BATCH_TR
 assert set(JobTypeName.__args__) == set(JOB_TYPES)
 
 
-def _iso(timestamp: float | None) -> str | None:
+def iso_time(timestamp: float | None) -> str | None:
+    """A time as the API writes it: ISO 8601 in UTC, to the millisecond (``2021-03-26T14:12:20.345Z``)."""
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -50,9 +55,9 @@ def job_view(record: JobRecord, service: JobService | None = None) -> dict[str, 
         "jobStatus": record.status.value,
         "jobType": record.job_type,
         "name": record.name,
-        "createdDate": _iso(record.created),
-        "startDate": _iso(record.started),
-        "endDate": _iso(record.ended),
+        "createdDate": iso_time(record.created),
+        "startDate": iso_time(record.started),
+        "endDate": iso_time(record.ended),
         "waitSeconds": round((started_or_now or now) - record.created, 3),
         "runSeconds": round((record.ended or now) - record.started, 3) if record.started else None,
         "reason": record.reason,
@@ -74,6 +79,41 @@ def job_view(record: JobRecord, service: JobService | None = None) -> dict[str, 
 
 def _error(status: int, detail: str, **extra) -> JSONResponse:
     return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+#: The request body of every route that submits a job (it is read raw, so FastAPI cannot infer it).
+JOB_REQUEST_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/ModelBatchJob"}}}}}
+
+
+def service_of(request: Request) -> JobService:
+    return request.app.state.service
+
+
+def owner_of(request: Request) -> str:
+    """The authenticated user ("" when authentication is off)."""
+    return getattr(request.state, "user", "")
+
+
+def find(request: Request, job_id: str) -> JobRecord:
+    """The caller's job ``job_id``. Raises JobNotFound, also for another user's job."""
+    record = service_of(request).get(job_id)
+    if record.owner != owner_of(request):
+        raise JobNotFound(job_id)  # another user's job does not exist for you
+    return record
+
+
+async def submit_body(request: Request, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+    """(job, created) for the job document in the request's body, admitted and stored for the
+    caller by the service; what every route that submits calls. Raises JobInvalid or JobNotStored."""
+    # The body is read raw, so that a bad document gets our own 422 listing every problem.
+    body = await request.body()
+    try:
+        return await run_in_threadpool(service_of(request).submit, parse_document(body),
+                                       owner=owner_of(request), idempotency_key=idempotency_key)
+    except StoreError as exc:
+        log.error("Could not store a job: %s", exc)
+        raise JobNotStored(f"the job could not be stored: {exc}") from exc
 
 
 def create_app(settings: Settings, service: JobService | None = None, manage: bool | None = None) -> FastAPI:
@@ -100,21 +140,17 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
     app.state.service = service
     app.add_middleware(Guard, tokens=tokens, max_request_bytes=settings.service.max_request_bytes)
 
-    def svc() -> JobService:
-        return app.state.service
-
-    def owner_of(request: Request) -> str:
-        return getattr(request.state, "user", "")
-
-    def find(request: Request, job_id: str) -> JobRecord:
-        record = svc().get(job_id)
-        if record.owner != owner_of(request):
-            raise JobNotFound(job_id)  # another user's job does not exist for you
-        return record
-
     @app.exception_handler(JobNotFound)
     async def not_found(request: Request, exc: JobNotFound):
         return _error(404, str(exc))
+
+    @app.exception_handler(JobInvalid)
+    async def invalid(request: Request, exc: JobInvalid):
+        return _error(422, f"the job is invalid: {len(exc.errors)} problem(s)", errors=exc.as_dicts())
+
+    @app.exception_handler(JobNotStored)
+    async def not_stored(request: Request, exc: JobNotStored):
+        return _error(503, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -127,27 +163,12 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
             exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
         return await http_exception_handler(request, exc)
 
-    @app.post("/jobs", status_code=201, summary="Submit a job",
-              openapi_extra={"requestBody": {"required": True, "content": {
-                  "application/json": {"schema": {"$ref": "#/components/schemas/ModelBatchJob"}}}}},
-              responses={201: {"description": "Stored and queued"},
-                         200: {"description": "An earlier job with the same Idempotency-Key"},
-                         422: {"description": "The job is invalid; every problem is listed"},
-                         503: {"description": "The job could not be stored; nothing was kept"}})
+    @app.post("/jobs", status_code=201, summary="Submit a job", openapi_extra=JOB_REQUEST_BODY,
+              responses=SUBMIT_RESPONSES)
     async def submit(request: Request,
                      idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
-        # The body is read raw, so that a bad document gets our own 422 listing every problem.
-        body = await request.body()
-        try:
-            record, created = await run_in_threadpool(
-                svc().submit, parse_document(body), owner=owner_of(request),
-                idempotency_key=idempotency_key)
-        except JobInvalid as exc:
-            return _error(422, f"the job is invalid: {len(exc.errors)} problem(s)", errors=exc.as_dicts())
-        except StoreError as exc:
-            log.error("Could not store a job: %s", exc)
-            return _error(503, f"the job could not be stored: {exc}")
-        return JSONResponse(job_view(record, svc()), status_code=201 if created else 200,
+        record, created = await submit_body(request, idempotency_key)
+        return JSONResponse(job_view(record, service_of(request)), status_code=201 if created else 200,
                             headers={"Location": f"/jobs/{record.id}"})
 
     @app.get("/jobs", summary="List jobs, newest first")
@@ -156,30 +177,34 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
                   job_type: JobTypeName | None = Query(None, alias="jobType"),
                   start: int = Query(0, alias="from", ge=0, le=MAX_OFFSET),
                   size: int = Query(20, ge=1, le=MAX_PAGE)):
-        records, total = svc().list_jobs(status=job_status, job_type=job_type,
-                                         owner=owner_of(request), offset=start, limit=size)
+        records, total = service_of(request).list_jobs(status=job_status, job_type=job_type,
+                                                       owner=owner_of(request), offset=start, limit=size)
         return {"from": start, "size": len(records), "total": total,
                 "jobs": [job_view(r) for r in records]}
 
-    job_responses = {404: {"description": "No such job (or another user's)"}}
 
-    @app.get("/jobs/{job_id}", responses=job_responses, summary="A job: state, times, end reason, log tail, result")
+    @app.get("/jobs/{job_id}", responses=JOB_RESPONSES, summary="A job: state, times, end reason, log tail, result")
     async def get_job(request: Request, job_id: str):
         # Inline, not in the thread pool: one indexed SQLite read and two small file reads cost
         # less than the hand-off to a worker thread, and this is what clients poll.
-        return job_view(find(request, job_id), svc())
+        return job_view(find(request, job_id), service_of(request))
 
-    @app.get("/jobs/{job_id}/log", responses=job_responses, summary="Page through a job's driver log")
+    @app.get("/jobs/{job_id}/log", responses=JOB_RESPONSES, summary="Page through a job's driver log")
     def get_log(request: Request, job_id: str, start: int | None = Query(None, alias="from", ge=0),
                 size: int = Query(100, ge=1, le=10_000)):
         record = find(request, job_id)
-        begin, total, lines = svc().read_log(record, start, size)
+        begin, total, lines = service_of(request).read_log(record, start, size)
         return {"id": record.id, "from": begin, "total": total, "log": lines}
 
-    @app.post("/jobs/{job_id}/cancel", responses=job_responses, summary="Cancel a job (repeatable)")
+    @app.post("/jobs/{job_id}/cancel", responses=JOB_RESPONSES, summary="Cancel a job (repeatable)")
     def cancel(request: Request, job_id: str):
         find(request, job_id)
-        return job_view(svc().cancel(job_id), svc())
+        return job_view(service_of(request).cancel(job_id), service_of(request))
+
+    # ModelOp Center's own path to the same jobs (imported here: it builds on this module).
+    from .modelop_api import router as modelop_router
+
+    app.include_router(modelop_router)
 
     @app.get("/healthz", summary="Liveness")
     def healthz():
@@ -208,9 +233,19 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
 #: What the guard (auth.py) may answer before any route runs.
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Authentication is configured, and the request has no valid token"},
-    403: {"description": f"A state-changing request without a bearer token or an {CSRF_HEADER} header"},
+    403: {"description": f"A state-changing request with neither a bearer token, an {CSRF_HEADER} "
+                         "header nor a JSON body (Content-Type: application/json)"},
     413: {"description": "The request body is larger than service.max_request_bytes"},
 }
+#: What a route that submits a job may answer.
+SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    201: {"description": "Stored and queued"},
+    200: {"description": "An earlier job with the same Idempotency-Key"},
+    422: {"description": "The job is invalid; every problem is listed"},
+    503: {"description": "The job could not be stored; nothing was kept"},
+}
+#: What a route about one job may answer besides its success.
+JOB_RESPONSES: dict[int | str, dict[str, Any]] = {404: {"description": "No such job (or another user's)"}}
 
 
 def openapi_job_schemas() -> dict[str, Any]:

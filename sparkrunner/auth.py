@@ -6,9 +6,13 @@
    ``user:token`` as bulk-scoring APIs accept, names the user; anything else is a 401. The
    liveness probe and the OpenAPI document stay open;
 2. protects against cross-site requests: a request that changes state (anything but GET, HEAD,
-   OPTIONS) needs a bearer token or an ``X-Requested-By`` header, as Livy asks. A browser adds
-   neither to a cross-site form post, and adds a basic-auth password it remembers, which is why
-   basic does not count;
+   OPTIONS) needs a bearer token, an ``X-Requested-By`` header (as Livy asks) or a body declared
+   as JSON (``Content-Type: application/json`` or ``*/*+json``, parameters allowed), which is
+   what ModelOp's and Livy's clients send. A browser's cross-site form post can carry none of
+   them: forms send only ``application/x-www-form-urlencoded``, ``multipart/form-data`` and
+   ``text/plain``, and a script that sets any other type or header needs the service's consent
+   (a CORS preflight, which it never gives). A browser does add a basic-auth password it
+   remembers, which is why basic does not count;
 3. limits the body: at most ``max_request_bytes``, counted as it arrives, so that a chunked body
    without a Content-Length is refused too (413); neither uvicorn nor FastAPI limits this.
 
@@ -71,6 +75,15 @@ class Tokens:
         return None, False
 
 
+def is_json(content_type: str) -> bool:
+    """True for a Content-Type of JSON: ``application/json`` or ``type/subtype+json``, with or
+    without parameters (``; charset=utf-8``)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    kind, slash, subtype = media.partition("/")
+    return bool(kind and slash) and (media == "application/json" or
+                                     (subtype.endswith("+json") and len(subtype) > len("+json")))
+
+
 class Guard:
     """Authentication, cross-site protection and the body limit, before any route runs."""
 
@@ -88,9 +101,11 @@ class Guard:
                 detail = ("the token is not valid" if headers.get("authorization") else
                           "authentication required: send 'Authorization: Bearer <token>' or HTTP basic user:token")
                 return await _refuse(401, detail, scope, receive, send, {"WWW-Authenticate": CHALLENGE})
-        if scope["method"] not in SAFE_METHODS and not bearer and not headers.get(CSRF_HEADER, "").strip():
-            return await _refuse(403, f"a request that changes state needs a bearer token or an {CSRF_HEADER} "
-                                      "header (protection against cross-site requests)", scope, receive, send)
+        if (scope["method"] not in SAFE_METHODS and not bearer and not headers.get(CSRF_HEADER, "").strip()
+                and not is_json(headers.get("content-type", ""))):
+            return await _refuse(403, f"a request that changes state needs a bearer token, an {CSRF_HEADER} "
+                                      "header or a JSON body (Content-Type: application/json) "
+                                      "(protection against cross-site requests)", scope, receive, send)
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             return await _refuse(413 if declared.isdigit() else 400,

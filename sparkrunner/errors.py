@@ -99,6 +99,10 @@ class StoreError(SparkRunnerError):
     a full disk, a locked or damaged database file. Nothing of the failed call was kept."""
 
 
+class JobNotStored(StoreError):
+    """The store could not save a submitted job (a full disk, a locked file); nothing was kept."""
+
+
 class DataDirInUse(SparkRunnerError):
     """Another sparkrunner service holds the data directory: two would run every job twice."""
 

@@ -123,7 +123,8 @@ def check_python_job_ran(tmp_path) -> None:
     assert [(r["PassengerId"], round(r["score"], 3)) for r in scores] == [
         (1, 1.208), (2, 35.642), (3, 1.321), (4, 26.55)]
     [rejected] = read_json_lines(tmp_path / "rejected")
-    assert rejected["PassengerId"] == "5" and "Fare" in json.dumps(rejected)
+    assert json.loads(rejected["record"])["PassengerId"] == "5"  # as read from the CSV
+    assert "Fare" in rejected["reason"], rejected
 
 
 def check_spark_job_ran(result: dict, tmp_path) -> None:

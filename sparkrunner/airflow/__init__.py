@@ -25,6 +25,9 @@ _CLASSES = {
 
 __all__ = ["get_provider_info", *_CLASSES]
 
+#: Modules that come with Apache Airflow (the sparkrunner[airflow] extra), which the classes need.
+AIRFLOW_MODULES = frozenset({"airflow", "httpx"})
+
 
 def get_provider_info() -> dict[str, Any]:
     """The provider description Airflow's ProvidersManager reads (provider_info.schema.json)."""
@@ -48,5 +51,13 @@ def get_provider_info() -> dict[str, Any]:
 
 def __getattr__(name: str) -> Any:
     if name in _CLASSES:
-        return getattr(importlib.import_module(_CLASSES[name]), name)
+        try:
+            module = importlib.import_module(_CLASSES[name])
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in AIRFLOW_MODULES:
+                raise
+            raise ModuleNotFoundError(f"sparkrunner.airflow.{name} needs Apache Airflow 3 (the module "
+                                      f"{exc.name!r} is missing): pip install 'sparkrunner[airflow]'",
+                                      name=exc.name) from exc
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ from ..errors import (ClusterError, ConfigError, DataDirInUse, HdfsCheckFailed, 
 EXIT_OK = 0
 #: The job failed (also: the cluster did not start, or is not running).
 EXIT_FAILED = 1
-#: The job, the command line or the configuration is invalid.
+#: The job, the command line or the configuration is invalid (or a package sparkrunner needs is missing).
 EXIT_INVALID = 2
 #: The service cannot be reached, failed (5xx) or is overloaded, or its job store is unusable.
 EXIT_UNAVAILABLE = 3
@@ -35,7 +35,7 @@ EPILOG = f"""exit codes:
   {EXIT_OK}  success
   {EXIT_FAILED}  the job failed (or ended CANCELLED); the cluster is not running
   {EXIT_INVALID}  the job, the command line or the configuration is invalid; no such job;
-     the service refused the request (a wrong token)
+     the service refused the request (a wrong token); a package sparkrunner needs is missing
   {EXIT_UNAVAILABLE}  the service cannot be reached, failed or is overloaded (try again later)"""
 
 

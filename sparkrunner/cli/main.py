@@ -9,7 +9,7 @@ import sys
 from .. import __version__
 from ..errors import JobInvalid, SparkRunnerError
 from . import cluster, local, remote, serve
-from .exits import EPILOG, exit_code
+from .exits import EPILOG, EXIT_INVALID, exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +28,23 @@ def main(argv: list[str] | None = None) -> int:
     except SparkRunnerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_code(exc)
+    except ModuleNotFoundError as exc:
+        # Model code runs in spark-submit, never in this process: a missing module here is one
+        # of sparkrunner's own dependencies, and the fix is to install it, not a traceback.
+        package = missing_package(exc.name or "")
+        print(f"error: the Python package {package!r} is not installed: pip install {package} "
+              f"(or reinstall sparkrunner, which depends on it)", file=sys.stderr)
+        return EXIT_INVALID
+
+
+#: Packages whose import name is not the name to install.
+_PACKAGE_OF_MODULE = {"yaml": "pyyaml"}
+
+
+def missing_package(module: str) -> str:
+    """The name to ``pip install`` for a missing module (``yaml.constructor`` → ``pyyaml``)."""
+    top = module.partition(".")[0]
+    return _PACKAGE_OF_MODULE.get(top, top)
 
 
 def parser() -> argparse.ArgumentParser:

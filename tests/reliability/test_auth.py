@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
+import json
 import subprocess
 
 import pytest
 import requests
 
-from conftest import SPARKRUNNER
-from service_helpers import Service, sleepy_job
+from conftest import SPARKRUNNER, make_job
+from service_helpers import Service, free_port, sleepy_job
 
 ALICE_TOKEN = "alice-token-0123456789abcdef"
 BOB_TOKEN = "bob-token-fedcba9876543210"
 CAROL_TOKEN = "carol-token-with-a-stored-digest"
 CAROL_DIGEST = "sha256:" + hashlib.sha256(CAROL_TOKEN.encode()).hexdigest()
+#: A job that ends before spark-submit, with no JVM, on a service whose namenode is unreachable
+#: (see :func:`unreachable_namenode`): its hdfs:// input cannot be checked.
+NO_JVM_JOB = make_job(inputData=[{"assetType": "EXTERNAL_FILE", "name": "in", "fileUrl": "hdfs:///auth/in.csv"}])
+
+
+def unreachable_namenode() -> str:
+    """Configuration (top-level YAML) naming a namenode where nothing listens."""
+    return f"hdfs:\n  namenode: http://127.0.0.1:{free_port()}\n"
 
 
 def bearer(token: str) -> dict:
@@ -47,7 +57,9 @@ def alices_job(service):
 
 
 @pytest.mark.parametrize("method,path", [("GET", "/jobs"), ("GET", "/jobs/x"), ("GET", "/jobs/x/log"),
-                                         ("POST", "/jobs"), ("POST", "/jobs/x/cancel")])
+                                         ("POST", "/jobs"), ("POST", "/jobs/x/cancel"),
+                                         ("GET", "/model-manage/api/jobs"), ("GET", "/model-manage/api/jobs/x"),
+                                         ("POST", "/model-manage/api/jobs")])
 @pytest.mark.parametrize("headers,detail", [
     ({}, "authentication required"),
     (bearer("not-a-token-of-anyone"), "the token is not valid"),
@@ -84,12 +96,14 @@ def test_bearer_basic_and_digest_tokens_name_their_users(service, alices_job):
 def test_another_users_job_does_not_exist_for_you(service, alices_job):
     job_id = alices_job["id"]
     for path, call in ((f"/jobs/{job_id}", service.get), (f"/jobs/{job_id}/log", service.get),
-                       (f"/jobs/{job_id}/cancel", service.post)):
+                       (f"/jobs/{job_id}/cancel", service.post), (f"/model-manage/api/jobs/{job_id}", service.get)):
         response = call(path, headers=bearer(BOB_TOKEN))
         assert response.status_code == 404, (path, response.text)
         assert response.json()["detail"] == f"no job with id {job_id!r}"
     listed = service.get("/jobs", headers=bearer(BOB_TOKEN), params={"size": 1000}).json()
     assert job_id not in [j["id"] for j in listed["jobs"]]
+    modelops = service.get("/model-manage/api/jobs", headers=bearer(BOB_TOKEN), params={"size": 1000}).json()
+    assert job_id not in [j["id"] for j in modelops["_embedded"]["jobs"]]
     # Bob's cancel did nothing: alice's job runs on, uncancelled.
     mine = service.get(f"/jobs/{job_id}", headers=bearer(ALICE_TOKEN)).json()
     assert mine["jobStatus"] in ("CREATED", "WAITING", "RUNNING") and not mine["cancelRequested"]
@@ -108,30 +122,63 @@ def test_idempotency_keys_are_per_user(service, alices_job):
 
 
 def test_basic_auth_alone_does_not_pass_the_cross_site_check(service):
-    """A browser replays a remembered basic password on a cross-site form post; a bearer token
-    or the X-Requested-By header, which a form cannot send, is required as well."""
+    """A browser replays a remembered basic password on a cross-site form post; a bearer token,
+    the X-Requested-By header or a JSON content type, none of which a form can send, is required
+    as well."""
     before = service.get("/jobs", headers=bearer(BOB_TOKEN)).json()["total"]
     response = requests.post(service.url + "/jobs", data={"job": "x"}, headers=basic("bob", BOB_TOKEN), timeout=10)
     assert response.status_code == 403
     assert "X-Requested-By" in response.json()["detail"]
-    # With a bearer token (which browsers never add by themselves) no header is needed.
-    accepted = requests.post(service.url + "/jobs", json=sleepy_job(0), headers=bearer(BOB_TOKEN), timeout=30)
-    assert accepted.status_code == 201
-    service.post(f"/jobs/{accepted.json()['id']}/cancel", headers=bearer(BOB_TOKEN))
-    assert service.get("/jobs", headers=bearer(BOB_TOKEN)).json()["total"] == before + 1
+    # A form can send a job's JSON as text/plain: still a form's type, still refused.
+    response = requests.post(service.url + "/jobs", data=json.dumps(sleepy_job(0)), timeout=10,
+                             headers={"Content-Type": "text/plain", **basic("bob", BOB_TOKEN)})
+    assert response.status_code == 403
+    # With a bearer token (which browsers never add by themselves) no header is needed; with
+    # basic, a body declared as JSON (which a form cannot declare) is enough.
+    for headers in (bearer(BOB_TOKEN), basic("bob", BOB_TOKEN)):
+        accepted = requests.post(service.url + "/jobs", json=sleepy_job(0), headers=headers, timeout=30)
+        assert accepted.status_code == 201, accepted.text
+        service.post(f"/jobs/{accepted.json()['id']}/cancel", headers=bearer(BOB_TOKEN))
+    assert service.get("/jobs", headers=bearer(BOB_TOKEN)).json()["total"] == before + 2
+
+
+#: What an HTML form on another site can post: its three types, or none at all.
+FORM_TYPES = (None, "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain",
+              "text/plain; charset=utf-8")
 
 
 def test_without_authentication_a_form_post_cannot_submit_or_cancel(tmp_path):
     service = Service(tmp_path / "data").start()
     try:
-        for path in ("/jobs", "/jobs/any/cancel"):
-            response = requests.post(service.url + path, data={"a": "b"}, timeout=10)
-            assert response.status_code == 403, response.text
-        response = requests.post(service.url + "/jobs", json=sleepy_job(0), timeout=10,
-                                 headers={"X-Requested-By": ""})
-        assert response.status_code == 403  # an empty value is no value
+        for content_type, path in itertools.product(FORM_TYPES, ("/jobs", "/jobs/any/cancel",
+                                                                  "/model-manage/api/jobs")):
+            headers = {"Content-Type": content_type} if content_type else {}
+            # A job's JSON as the body: text/plain lets a form send exactly that.
+            response = requests.post(service.url + path, data=json.dumps(sleepy_job(0)), timeout=10,
+                                     headers=headers)
+            assert response.status_code == 403, (content_type, path, response.text)
+            response = requests.post(service.url + path, data=json.dumps(sleepy_job(0)), timeout=10,
+                                     headers={"X-Requested-By": "", **headers})
+            assert response.status_code == 403, (content_type, path)  # an empty value is no value
         assert service.get("/jobs").json()["total"] == 0
         assert list((tmp_path / "data" / "jobs").iterdir()) == []
+    finally:
+        service.stop()
+
+
+def test_without_authentication_a_json_post_needs_no_header(tmp_path):
+    """As ModelOp's and Livy's clients send it: requests.post(url, json=job), nothing else. A
+    form cannot declare its body as JSON."""
+    service = Service(tmp_path / "data", extra=unreachable_namenode()).start()
+    try:
+        for path in ("/jobs", "/model-manage/api/jobs"):
+            response = requests.post(service.url + path, json=NO_JVM_JOB, timeout=30)
+            assert response.status_code == 201, response.text
+            assert response.request.headers["Content-Type"] == "application/json"
+            assert "X-Requested-By" not in response.request.headers
+            job = service.wait_for(response.json()["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=60)
+            assert job["reason"].startswith("before spark-submit: "), job
+        assert service.get("/jobs").json()["total"] == 2
     finally:
         service.stop()
 
