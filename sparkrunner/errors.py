@@ -2,7 +2,7 @@
 
 Each error names what was wrong and what would do. Third-party errors (SQLite's, HTTP clients')
 are converted where they arise, with ``raise … from exc``, so callers catch these classes only.
-The command line picks its exit code by class (:mod:`sparkrunner.cli`).
+The command line picks its exit code by class (:mod:`sparkrunner.cli.exits`).
 
 Two kinds live elsewhere for a reason: the Airflow operator's errors (``JobFailed``,
 ``JobRefused`` in :mod:`sparkrunner.airflow.operators`) also derive from Airflow's exception

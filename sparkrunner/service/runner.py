@@ -265,6 +265,7 @@ class Runner:
     def _finish(self, job_id: str, outcome: Outcome) -> None:
         with self._lock:
             self._runs.pop(job_id, None)
+            self._admitted.pop(job_id, None)  # kept by a submit that lost a race with its launch
             # A cancel that came too late to stop a job that succeeded does not undo it.
             if self.store.get(job_id).cancel_requested and outcome.status is JobStatus.ERROR:
                 outcome = Outcome(JobStatus.CANCELLED, CANCELLED_REASON, outcome.exit_code,
