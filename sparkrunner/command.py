@@ -1,8 +1,17 @@
-"""Builds the spark-submit command line and its environment, and masks secrets for logs.
+"""Builds the spark-submit command line, its properties file and its environment, and masks
+secrets for logs.
 
-:func:`build_argv` is pure: it turns the configuration, an admitted job (whose Spark properties
-:mod:`sparkrunner.admission` already resolved under :mod:`sparkrunner.policy`) and a working
-directory into the argv list, touching no file and no process.
+:func:`build_argv` and :func:`spark_properties` are pure: they turn the configuration, an
+admitted job (whose Spark properties :mod:`sparkrunner.admission` already resolved under
+:mod:`sparkrunner.policy`) and a working directory into the argv list and the properties,
+touching no file and no process.
+
+Every Spark property travels in the run's properties file (:data:`PROPERTIES_FILENAME`, 0600 in
+the working directory), never as ``--conf`` on the command line, which every user of the host
+can read in ``/proc/<pid>/cmdline``. spark-submit given ``--properties-file`` no longer reads
+``$SPARK_CONF_DIR/spark-defaults.conf`` (unless told ``--load-spark-defaults``, which we never
+say): the operator's defaults there, the cluster's secret among them, are copied into the file
+instead, under the configuration's and the job's properties, as Spark would rank them.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from .config import Settings
 from .errors import SparkNotFound
-from .jobspec import DRIVER_FILENAME, SCORING_FILENAME
+from .jobspec import DRIVER_FILENAME, PROPERTIES_FILENAME, SCORING_FILENAME
 
 if TYPE_CHECKING:
     from .admission import AdmittedJob
@@ -30,12 +39,11 @@ def build_argv(settings: Settings, job: AdmittedJob, workdir: Path, spark_submit
 
     Only formats what admission resolved: it cannot refuse the job.
     """
-    spec, conf = job.spec, job.settings.conf
+    spec = job.spec
     workdir = Path(workdir)
     argv = [spark_submit, "--master", settings.spark.master,
-            "--deploy-mode", settings.spark.deploy_mode]
-    for key in sorted(conf):
-        argv += ["--conf", f"{key}={conf[key]}"]
+            "--deploy-mode", settings.spark.deploy_mode,
+            "--properties-file", str(workdir / PROPERTIES_FILENAME)]
     py_files = [SCORING_FILENAME] if spec.scoring else []
     py_files += [m.filename for m in spec.modules]
     if py_files:
@@ -46,6 +54,109 @@ def build_argv(settings: Settings, job: AdmittedJob, workdir: Path, spark_submit
         argv.append("--verbose")
     argv.append(str(workdir / DRIVER_FILENAME))
     return argv
+
+
+def spark_properties(job: AdmittedJob, defaults: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every Spark property of ``job``'s run, sorted: ``defaults`` (the operator's
+    spark-defaults.conf) under what admission resolved (the configuration's and the job's)."""
+    merged = {**(defaults or {}), **job.settings.conf}
+    return {key: merged[key] for key in sorted(merged)}
+
+
+def properties_text(properties: Mapping[str, str]) -> str:
+    """``properties`` as a Java properties file, every character that could end a key or a line
+    escaped: a value holding a newline stays one value, never a second property."""
+    lines = ["# Written by sparkrunner: spark-submit's --properties-file for this run."]
+    lines += [f"{_escape(key, key=True)}={_escape(value)}" for key, value in properties.items()]
+    return "\n".join(lines) + "\n"
+
+
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f",
+            "=": "\\=", ":": "\\:", "#": "\\#", "!": "\\!"}
+
+
+def _escape(text: str, key: bool = False) -> str:
+    """As java.util.Properties.store writes it, non-ASCII as UTF-16 \\u escapes."""
+    out = []
+    for i, ch in enumerate(text):
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch == " " and (key or i == 0):
+            out.append("\\ ")
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            units = ch.encode("utf-16-be")
+            out += [f"\\u{units[j]:02x}{units[j + 1]:02x}" for j in range(0, len(units), 2)]
+    return "".join(out)
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """The properties of a Java properties file (spark-defaults.conf), as java.util.Properties
+    reads them: ``key value``, ``key=value`` or ``key: value``; comments; continued lines;
+    escapes. Values are stripped, as Spark strips them."""
+    properties: dict[str, str] = {}
+    lines = re.split(r"\r\n|\r|\n", text)  # Java's line ends only
+    i = 0
+    while i < len(lines):
+        line = lines[i].lstrip(" \t\f")
+        i += 1
+        if not line or line[0] in "#!":
+            continue
+        while _continues(line) and i < len(lines):
+            line = line[:-1] + lines[i].lstrip(" \t\f")
+            i += 1
+        if _continues(line):
+            line = line[:-1]
+        key, rest = _split_key(line)
+        properties[_unescape(key)] = _unescape(rest).strip()
+    return properties
+
+
+def _continues(line: str) -> bool:
+    """Whether a line ends in an odd number of backslashes (the next line continues it)."""
+    return (len(line) - len(line.rstrip("\\"))) % 2 == 1
+
+
+def _split_key(line: str) -> tuple[str, str]:
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch in "=: \t\f":
+            break
+        i += 1
+    key, rest = line[:i], line[i:].lstrip(" \t\f")
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(" \t\f")
+    return key, rest
+
+
+def _unescape(text: str) -> str:
+    out, i = [], 0
+    named = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\" or i + 1 == len(text):
+            out.append(ch)
+            i += 1
+            continue
+        nxt = text[i + 1]
+        if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[i + 2:i + 6]):
+            out.append(chr(int(text[i + 2:i + 6], 16)))
+            i += 6
+            continue
+        out.append(named.get(nxt, nxt))
+        i += 2
+    # \\u escapes of a character beyond the BMP come as a surrogate pair.
+    return "".join(out).encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+
+
+def mask_properties(properties: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``properties`` fit for a log: secret-looking values replaced by a mask."""
+    return {key: MASK if _SECRET_KEY.search(key) else value for key, value in properties.items()}
 
 
 def mask_argv(argv: list[str]) -> list[str]:

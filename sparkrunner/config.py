@@ -10,6 +10,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,11 @@ class PolicySettings:
     #: Empty: the service accepts none, as Livy's local-dir whitelist. ``sparkrunner run`` runs
     #: as its user, on that user's files, and is not limited by this list.
     local_roots: tuple[str, ...] = ()
+    #: Paths a sandboxed job never sees, and no job may name, although they lie under a local
+    #: root or a system directory: a secret's directory, a key. The data directory, the
+    #: configuration file, spark.conf_dir's spark-defaults.conf, the TLS files and the service
+    #: user's home are hidden anyway. Relative to the configuration file.
+    hidden: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,17 +100,41 @@ class ServiceSettings:
     tokens: dict[str, str] = field(default_factory=dict)
     #: Largest request body, in bytes; larger ones get 413, with or without a Content-Length.
     max_request_bytes: int = 16 * 1024 * 1024
+    #: PEM certificate (chain) and private key for HTTPS; both empty: plain HTTP. Relative to
+    #: the configuration file. Sandboxed jobs never see them.
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+
+class SandboxMode(str, Enum):
+    """Whether jobs run in a sandbox (bubblewrap): the ``sandbox`` setting."""
+
+    #: The service sandboxes every job where bwrap works; where it does not, it warns loudly,
+    #: or refuses to start when tokens say several users share it. ``sparkrunner run`` does not.
+    AUTO = "auto"
+    #: Every job, ``sparkrunner run`` too; nothing starts where bwrap does not work.
+    ON = "on"
+    #: No job: the operator's explicit choice (one user, or one service per trust domain).
+    OFF = "off"
+
+
+#: Marks a field that is not a configuration key: set by :func:`load`, never read from YAML.
+_NOT_A_KEY = {"key": False}
 
 
 @dataclass(frozen=True)
 class Settings:
     #: Where job records and working directories live.
     data_dir: Path = Path("~/.sparkrunner")
+    #: auto, on or off: see :class:`SandboxMode`.
+    sandbox: SandboxMode = SandboxMode.AUTO
     spark: SparkSettings = field(default_factory=SparkSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     hdfs: HdfsSettings = field(default_factory=HdfsSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    #: The file these settings came from, if any (a sandboxed job never sees it).
+    source: Path | None = field(default=None, compare=False, metadata=_NOT_A_KEY)
 
     def with_overrides(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -131,8 +161,18 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     here = Path(path).resolve().parent
     if not Path(settings.data_dir).expanduser().is_absolute():
         settings = settings.with_overrides(data_dir=(here / settings.data_dir).resolve())
-    roots = tuple(str((here / Path(r).expanduser()).resolve()) for r in settings.policy.local_roots)
-    settings = settings.with_overrides(policy=dataclasses.replace(settings.policy, local_roots=roots))
+    def beside(paths):
+        return tuple(str((here / Path(p).expanduser()).resolve()) for p in paths)
+
+    settings = settings.with_overrides(
+        source=Path(path).resolve(),
+        policy=dataclasses.replace(settings.policy, local_roots=beside(settings.policy.local_roots),
+                                   hidden=beside(settings.policy.hidden)))
+    service = settings.service
+    if service.ssl_certfile or service.ssl_keyfile:
+        settings = settings.with_overrides(service=dataclasses.replace(
+            service, **{name: beside([value])[0] for name, value in
+                        (("ssl_certfile", service.ssl_certfile), ("ssl_keyfile", service.ssl_keyfile)) if value}))
     conf_dir = settings.spark.conf_dir
     if conf_dir and not Path(conf_dir).expanduser().is_absolute():
         settings = settings.with_overrides(
@@ -170,6 +210,9 @@ def from_dict(raw: Any, source: str = "configuration") -> Settings:
         elif len(token) < 16:
             raise ConfigError(f"{source}.service.tokens.{user}: a token needs at least 16 "
                               "characters (the value is not shown)")
+    if bool(settings.service.ssl_certfile) != bool(settings.service.ssl_keyfile):
+        raise ConfigError(f"{source}.service: ssl_certfile and ssl_keyfile go together (HTTPS needs "
+                          "both the certificate and its private key), or neither for plain HTTP")
     if settings.hdfs.existing_outputs not in EXISTING_OUTPUT_POLICIES:
         raise ConfigError(f"{source}.hdfs.existing_outputs: {settings.hdfs.existing_outputs!r} is not "
                           f"one of {', '.join(EXISTING_OUTPUT_POLICIES)}")
@@ -179,7 +222,7 @@ def from_dict(raw: Any, source: str = "configuration") -> Settings:
 def _build(cls, raw: Any, where: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a mapping, not {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("key", True)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
@@ -191,6 +234,13 @@ def _build(cls, raw: Any, where: str):
         key = f"{where}.{name}"
         if dataclasses.is_dataclass(default):
             values[name] = _build(type(default), value or {}, key)
+        elif isinstance(default, Enum):
+            if isinstance(value, bool):  # YAML reads a bare on/off as a boolean
+                value = "on" if value else "off"
+            accepted = [member.value for member in type(default)]
+            if value not in accepted:
+                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(accepted)}")
+            values[name] = type(default)(value)
         elif isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: must be a mapping of names to values")

@@ -61,6 +61,10 @@ class SparkNotFound(SparkRunnerError):
     """No spark-submit could be found."""
 
 
+class SandboxUnavailable(ConfigError):
+    """Jobs must run in a sandbox (``sandbox: on``, or several users), and bwrap cannot make one here."""
+
+
 # --- laying out and running a job ----------------------------------------------------------------
 
 class WorkdirError(SparkRunnerError):

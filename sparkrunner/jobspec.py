@@ -36,9 +36,13 @@ EXIT_FILENAME = "exit.json"
 SUPERVISOR_FILENAME = "supervisor.json"  # written by sparkrunner/inside/supervise.py
 SCORING_MODULE = "sparkrunner_scoring"
 SCORING_FILENAME = SCORING_MODULE + ".py"
+#: spark-submit's --properties-file: every Spark property of the run, secrets too (0600).
+PROPERTIES_FILENAME = "sparkrunner_spark.properties"
+#: A sandboxed job's private /tmp, removed when the run ends.
+SCRATCH_DIRNAME = "sparkrunner_tmp"
 RESERVED_FILENAMES = frozenset(
     {DRIVER_FILENAME, METADATA_FILENAME, JOB_FILENAME, LOG_FILENAME, RESULT_FILENAME, EXIT_FILENAME,
-     SCORING_FILENAME, SUPERVISOR_FILENAME}
+     SCORING_FILENAME, SUPERVISOR_FILENAME, PROPERTIES_FILENAME, SCRATCH_DIRNAME}
 )
 
 

@@ -6,7 +6,12 @@ follows the file to echo it, keep the last lines and pick out the driver's repor
 
 :class:`Launcher` is the one launch sequence ``sparkrunner run`` and the service share: an
 admitted job is prepared (:func:`sparkrunner.prepare.prepare`) into a :class:`SparkSubmit`,
-which the caller starts and waits for.
+which the caller starts and waits for; with a :class:`~sparkrunner.sandbox.Sandbox`,
+spark-submit runs inside it (the supervisor stays outside, so the pid recorded, signalled on
+cancel and found again after a restart is the same as without).
+
+A sandboxed job can write into its working directory, so every file read back from it here is
+opened without following links (:func:`sparkrunner.workdir.open_job_file`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,13 +32,16 @@ from typing import Callable, Mapping, TextIO
 
 from . import proc
 from .admission import AdmittedJob
-from .command import child_env, mask_argv, spark_submit_path
+from .command import child_env, mask_argv, mask_properties, spark_submit_path
 from .config import Settings
 from .hdfs import Hdfs
-from .jobspec import EXIT_FILENAME, LOG_FILENAME
+from .inside.supervise import STATUS_FD
+from .jobspec import EXIT_FILENAME, LOG_FILENAME, PROPERTIES_FILENAME, SCRATCH_DIRNAME
 from .prepare import prepare
 from .proc import signal_group
+from .sandbox import Sandbox
 from .states import JobStatus
+from .workdir import DIR_MODE, open_job_file
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +85,10 @@ class LogWatcher:
     def poll(self, final: bool = False) -> list[str]:
         """New complete lines (with ``final``, the unterminated last one too)."""
         try:
-            with open(self.path, "rb") as f:
+            with open_job_file(self.path) as f:
                 f.seek(self.offset)
                 chunk = f.read()
-        except FileNotFoundError:
+        except OSError:  # not there yet, or not a plain file (a link the job left)
             return []
         self.offset += len(chunk)
         data = self._partial + chunk
@@ -150,15 +159,20 @@ class SparkSubmit:
 
     Output goes to ``log_path``; the supervisor writes the exit status to ``exit_file``, so the
     end can be told even by a process that did not start it (see :meth:`attach`).
+    ``properties`` (those of its properties file) are logged, masked; ``sandbox`` is bwrap's
+    argv up to ``--``, to run spark-submit in.
     """
 
     def __init__(self, argv: list[str], cwd: Path, env: Mapping[str, str], log_path: Path,
-                 exit_file: Path | None = None):
+                 exit_file: Path | None = None, *, properties: Mapping[str, str] | None = None,
+                 sandbox: list[str] | None = None):
         self.argv = list(argv)
         self.cwd = Path(cwd)
         self.env = dict(env)
         self.log_path = Path(log_path)
         self.exit_file = Path(exit_file) if exit_file else self.cwd / EXIT_FILENAME
+        self.properties = dict(properties or {})
+        self.sandbox = list(sandbox) if sandbox else None
         self.process: subprocess.Popen | None = None
         self.pid: int | None = None
         self.start_time: str | None = None
@@ -173,15 +187,31 @@ class SparkSubmit:
         run.pid, run.start_time = pid, start_time
         return run
 
+    def command(self) -> list[str]:
+        """What :meth:`start` runs: the supervisor, and under it spark-submit (in a sandbox,
+        under a second supervisor that reports its exit status)."""
+        supervisor = [sys.executable, "-m", SUPERVISOR_MODULE]
+        if not self.sandbox:
+            return [*supervisor, str(self.exit_file), "--", *self.argv]
+        return [*supervisor, str(self.exit_file), "--sandboxed", "--", *self.sandbox,
+                *supervisor, "--report-fd", str(STATUS_FD), "--", *self.argv]
+
     def start(self) -> int:
         """Starts spark-submit and returns the pid of its group's leader (the supervisor)."""
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if self.sandbox:
+            os.mkdir(self.cwd / SCRATCH_DIRNAME, DIR_MODE)  # the private /tmp
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "ab") as out:
-            out.write(f"{_REPORT}command: {shlex.join(mask_argv(self.argv))}\n".encode())
+            lines = [f"command: {shlex.join(mask_argv(self.argv))}"]
+            if self.properties:
+                masked = mask_properties(self.properties)
+                lines.append(f"properties: {shlex.join(f'{k}={v}' for k, v in masked.items())}")
+            if self.sandbox:
+                lines.append(f"sandbox: {shlex.join(self.sandbox)}")
+            out.write("".join(f"{_REPORT}{line}\n" for line in lines).encode())
             out.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", SUPERVISOR_MODULE, str(self.exit_file), "--", *self.argv],
-                cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                self.command(), cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
         self.pid = self.process.pid
         started = proc.start_time(self.pid)
@@ -236,15 +266,30 @@ class SparkSubmit:
         for line in watcher.poll(final=True):
             if on_line is not None:
                 on_line(watcher, line)
+        self.clean_up()
         # A cancel only counts when it reached the process; one after a clean exit changes nothing.
         return end_reason(self.returncode(), cancelled=self.cancelled and self._killed_at is not None,
                           timeout=timeout if timed_out else None,
                           error=watcher.error, tail=tuple(watcher.tail))
 
+    def clean_up(self) -> None:
+        """Removes what only the run needed: its properties file (which may hold the cluster's
+        secret) and its private /tmp. Neither follows a link the job may have left."""
+        try:
+            os.unlink(self.cwd / PROPERTIES_FILENAME)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("Could not remove %r: %s", str(self.cwd / PROPERTIES_FILENAME), exc)
+        scratch = self.cwd / SCRATCH_DIRNAME
+        if scratch.is_dir() and not scratch.is_symlink():
+            shutil.rmtree(scratch, ignore_errors=True)
+
     def returncode(self) -> int | None:
         """spark-submit's exit status as the supervisor recorded it; None when nobody did."""
         try:
-            return int(json.loads(self.exit_file.read_text())["returncode"])
+            with open_job_file(self.exit_file) as f:
+                return int(json.loads(f.read())["returncode"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
         if self.process is not None and self.process.returncode is not None and self.process.returncode < 0:
@@ -258,7 +303,8 @@ def started_by_supervisor(exit_file: Path) -> tuple[int, str] | None:
     from .inside.supervise import started_file
 
     try:
-        found = json.loads(Path(started_file(str(exit_file))).read_text())
+        with open_job_file(Path(started_file(str(exit_file)))) as f:
+            found = json.loads(f.read())
         return int(found["pid"]), str(found["start"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -267,16 +313,19 @@ def started_by_supervisor(exit_file: Path) -> tuple[int, str] | None:
 class Launcher:
     """Turns admitted jobs into spark-submits under one configuration.
 
-    The spark-submit program, its environment and the HDFS clients are found once; every job
-    then goes the same way, whoever launches it: :meth:`prepare` lays out its working directory
-    and returns its :class:`SparkSubmit`, not yet started.
+    The spark-submit program, its environment, the HDFS clients and the sandbox are found once;
+    every job then goes the same way, whoever launches it: :meth:`prepare` lays out its working
+    directory and returns its :class:`SparkSubmit`, not yet started.
+
+    With a ``sandbox`` (:func:`sparkrunner.sandbox.choose` picks it), every spark-submit runs in it.
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, sandbox: Sandbox | None = None):
         self.settings = settings
         self.spark_submit = spark_submit_path(settings)  # SparkNotFound: before any job is taken
         self.env = child_env(settings)
         self.hdfs = Hdfs(settings.hdfs)
+        self.sandbox = sandbox
 
     def prepare(self, job: AdmittedJob, workdir: Path, job_id: str) -> SparkSubmit:
         """Lays out ``workdir`` for ``job`` and returns the spark-submit that runs it.
@@ -285,8 +334,13 @@ class Launcher:
         call it outside any lock others wait on. Raises HdfsCheckFailed or WorkdirError.
         """
         workdir = Path(workdir)
-        argv = prepare(self.settings, job, workdir, job_id, self.spark_submit, self.hdfs)
-        return SparkSubmit(argv, workdir, self.env, workdir / LOG_FILENAME, workdir / EXIT_FILENAME)
+        prepared = prepare(self.settings, job, workdir, job_id, self.spark_submit, self.hdfs)
+        env, wrap = self.env, None
+        if self.sandbox is not None:
+            env = self.sandbox.env(self.env)
+            wrap = self.sandbox.argv(workdir, workdir / SCRATCH_DIRNAME)
+        return SparkSubmit(prepared.argv, workdir, env, workdir / LOG_FILENAME, workdir / EXIT_FILENAME,
+                           properties=prepared.properties, sandbox=wrap)
 
     @staticmethod
     def attach(pid: int | None, start_time: str | None, workdir: Path) -> SparkSubmit:

@@ -1,18 +1,22 @@
 """Lays out a job's working directory: sources, metadata module, driver, FILE assets, job.json.
 
 The directory is written under a temporary name beside its destination and renamed into place,
-so a half-written working directory is never seen under the real name.
+so a half-written working directory is never seen under the real name. Once the job runs it may
+write there too: :func:`open_job_file` is how its files are read back.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pprint
 import shutil
+import stat
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import WorkdirError
 from .jobspec import (DRIVER_FILENAME, JOB_FILENAME, METADATA_FILENAME, SCORING_FILENAME, JobSpec,
@@ -102,3 +106,17 @@ def write_file(directory: Path, name: str, data: bytes) -> Path:
     with os.fdopen(fd, "wb") as out:
         out.write(data)
     return path
+
+
+def open_job_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading, if it is a plain file: never through a symbolic link, never a
+    FIFO or a device. For files a job may have written (its log, result, exit status), so that
+    a job cannot make the service read another file for it. Raises OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a plain file", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

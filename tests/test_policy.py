@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import admitted, make_job
-from sparkrunner.command import build_argv
+from sparkrunner.command import build_argv, spark_properties
 from sparkrunner.config import PolicySettings, Settings, SparkSettings
 from sparkrunner.errors import JobInvalid
 from sparkrunner.policy import normalize_size
@@ -59,8 +59,8 @@ def test_the_operator_can_allow_a_refused_setting():
     allowed = job_settings(doc, settings)
     assert allowed.conf == {"spark.app.name": "sparkrunner-test-model",
                             "spark.driver.extraJavaOptions": "-Dlog4j.level=WARN"}
-    argv = build_argv(settings, admitted(doc, settings), WORKDIR, "s")
-    assert "spark.driver.extraJavaOptions=-Dlog4j.level=WARN" in argv
+    properties = spark_properties(admitted(doc, settings))
+    assert properties["spark.driver.extraJavaOptions"] == "-Dlog4j.level=WARN"
 
 
 def test_every_bad_setting_is_reported_at_once():
@@ -119,7 +119,7 @@ def test_the_operators_settings_are_overridden_with_a_warning_not_refused(field,
     assert prop not in job.settings.conf
     argv = build_argv(settings, job, WORKDIR, "spark-submit")
     assert argv[1:5] == ["--master", "spark://10.0.0.1:7077", "--deploy-mode", "client"]
-    assert not any(a.startswith(prop + "=") for a in argv)
+    assert prop not in spark_properties(job)
 
 
 def test_the_configurations_own_value_is_accepted_without_a_warning():

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_job
-from sparkrunner.config import ServiceSettings, Settings, SparkSettings
+from sparkrunner.config import PolicySettings, ServiceSettings, Settings, SparkSettings
 from sparkrunner.errors import FieldError, HdfsCheckFailed
 from sparkrunner.service import JobService
 from sparkrunner.states import JobStatus
@@ -45,7 +45,8 @@ def make_service(tmp_path, starts: Path, slots: int = 1, seconds: float = 0) -> 
     submit.chmod(0o755)
     spark = SparkSettings(home=str(home), env={"STAND_IN_STARTS": str(starts),
                                                "STAND_IN_SECONDS": str(seconds)})
-    settings = Settings(data_dir=tmp_path / "data", spark=spark,
+    # Where bwrap works, the jobs run sandboxed: the stand-in may write only under a local root.
+    settings = Settings(data_dir=tmp_path / "data", spark=spark, policy=PolicySettings(local_roots=(str(starts),)),
                         service=ServiceSettings(max_concurrent_jobs=slots))
     return JobService(settings)
 

@@ -33,6 +33,10 @@ def add_commands(commands) -> None:
     sub.add_argument("--timeout", type=float, metavar="SECONDS",
                      help="end the run after this long (default: the job's timeoutSeconds)")
     sub.add_argument("-q", "--quiet", action="store_true", help="do not echo spark-submit's output")
+    sub.add_argument("--sandbox", action="store_true",
+                     help="run it in the sandbox the service uses (bubblewrap): it sees only its "
+                          "working directory, the local roots and the system (configuration: "
+                          "sandbox: on)")
 
 
 def load_job(path: str, settings):
@@ -90,19 +94,23 @@ def cmd_render(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from ..command import child_env
     from ..errors import HdfsCheckFailed
     from ..jobspec import LOG_FILENAME, RESULT_FILENAME
     from ..launcher import Launcher
+    from ..sandbox import choose
 
     settings = settings_from(args)
     job = load_job(args.job, settings)
+    # One user, their own files: no sandbox unless asked for (here, or by sandbox: on).
+    sandbox = choose(settings, child_env(settings), service=False, asked=args.sandbox)
     spec = job.spec
     if args.quiet:
         _print_warnings(job)  # otherwise they are echoed with the log, whose first lines they are
     run_id = new_run_id()
     workdir = (args.workdir or settings.data_dir / "runs" / run_id).absolute()
     try:
-        submit = Launcher(settings).prepare(job, workdir, run_id)
+        submit = Launcher(settings, sandbox).prepare(job, workdir, run_id)
     except HdfsCheckFailed as exc:
         print("sparkrunner: ERROR: before spark-submit:", file=sys.stderr)
         for error in exc.errors:

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Iterable
 
 from ..admission import AdmittedJob, Origin, admit
+from ..command import child_env
 from ..config import Settings
 from ..errors import DataDirInUse
 from ..launcher import Launcher
+from ..sandbox import choose
 from ..states import JobStatus
 from ..store import JobRecord, JobStore
 from ..workdir import DIR_MODE
@@ -61,8 +63,10 @@ class JobService:
         try:
             self.store = JobStore(self.data_dir / "jobs.db")
             self.files = JobFiles(self.jobs_dir)
+            # Several users need the sandbox: without one, this refuses (SandboxUnavailable).
+            sandbox = choose(settings, child_env(settings), service=True)
             # At least one slot: the configuration checks it.
-            self.runner = Runner(self.store, Launcher(settings), self.jobs_dir,
+            self.runner = Runner(self.store, Launcher(settings, sandbox), self.jobs_dir,
                                  settings.service.max_concurrent_jobs, self._admit_stored)
         except BaseException:
             self._lock_file.close()

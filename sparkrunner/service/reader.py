@@ -1,5 +1,9 @@
 """Reads a job's files for the API: its driver log, a page at a time or its last lines, and
-its result. Read only: nothing here changes a job or its working directory."""
+its result. Read only: nothing here changes a job or its working directory.
+
+The job may have written them, links included: they are opened as plain files only
+(:func:`sparkrunner.workdir.open_job_file`), so no job makes the service read another's.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ from pathlib import Path
 
 from ..jobspec import LOG_FILENAME, RESULT_FILENAME
 from ..store import JobRecord
+from ..workdir import open_job_file
 
 
 def tail_lines(path: Path, count: int, block: int = 8192) -> list[str]:
     """The last ``count`` lines of a file, reading backwards in blocks (logs grow large)."""
     try:
-        with open(path, "rb") as f:
+        with open_job_file(path) as f:
             end = f.seek(0, 2)
             data, position = b"", end
             while position > 0 and data.count(b"\n") <= count:
@@ -21,7 +26,7 @@ def tail_lines(path: Path, count: int, block: int = 8192) -> list[str]:
                 position -= step
                 f.seek(position)
                 data = f.read(step) + data
-    except FileNotFoundError:
+    except OSError:
         return []
     return data.decode("utf-8", "replace").splitlines()[-count:]
 
@@ -40,9 +45,9 @@ class JobFiles:
         """(from, total, lines) of the job's driver log, Livy-style: with no ``start``, the
         last ``size`` lines. A last line still being written counts once the job has ended."""
         try:
-            with open(self.workdir(record) / LOG_FILENAME, "rb") as f:
+            with open_job_file(self.workdir(record) / LOG_FILENAME) as f:
                 lines = f.read().decode("utf-8", "replace").split("\n")
-        except FileNotFoundError:
+        except OSError:
             lines = [""]
         if lines[-1] == "" or not record.status.is_terminal:
             lines.pop()  # empty after the last newline, or not finished yet
@@ -57,6 +62,7 @@ class JobFiles:
     def result(self, record: JobRecord):
         """The job's result.json, parsed; None when it has none."""
         try:
-            return json.loads((self.workdir(record) / RESULT_FILENAME).read_text())
+            with open_job_file(self.workdir(record) / RESULT_FILENAME) as f:
+                return json.loads(f.read())
         except (OSError, ValueError):
             return None
