@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from .config import Settings
 from .errors import SparkNotFound
-from .jobspec import DRIVER_FILENAME, PROPERTIES_FILENAME, SCORING_FILENAME
+from .workdir import DRIVER_FILENAME, PROPERTIES_FILENAME, SCORING_FILENAME
 
 if TYPE_CHECKING:
     from .admission import AdmittedJob

@@ -36,12 +36,12 @@ from .command import child_env, mask_argv, mask_properties, spark_submit_path
 from .config import Settings
 from .hdfs import Hdfs
 from .inside.supervise import STATUS_FD
-from .jobspec import EXIT_FILENAME, LOG_FILENAME, PROPERTIES_FILENAME, SCRATCH_DIRNAME
 from .prepare import prepare
 from .proc import signal_group
 from .sandbox import Sandbox
 from .states import JobStatus
-from .workdir import DIR_MODE, open_job_file
+from .workdir import (DIR_MODE, EXIT_FILENAME, LOG_FILENAME, PROPERTIES_FILENAME, SCRATCH_DIRNAME,
+                      SUPERVISOR_FILENAME, open_job_file)
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,10 @@ class SparkSubmit:
         """What :meth:`start` runs: the supervisor, and under it spark-submit (in a sandbox,
         under a second supervisor that reports its exit status)."""
         supervisor = [sys.executable, "-m", SUPERVISOR_MODULE]
+        files = [str(self.exit_file), str(self.exit_file.with_name(SUPERVISOR_FILENAME))]
         if not self.sandbox:
-            return [*supervisor, str(self.exit_file), "--", *self.argv]
-        return [*supervisor, str(self.exit_file), "--sandboxed", "--", *self.sandbox,
+            return [*supervisor, *files, "--", *self.argv]
+        return [*supervisor, *files, "--sandboxed", "--", *self.sandbox,
                 *supervisor, "--report-fd", str(STATUS_FD), "--", *self.argv]
 
     def start(self) -> int:
@@ -300,10 +301,8 @@ class SparkSubmit:
 def started_by_supervisor(exit_file: Path) -> tuple[int, str] | None:
     """(pid, start time) the supervisor of a run wrote beside ``exit_file``; None if it never
     started (or wrote nothing readable)."""
-    from .inside.supervise import started_file
-
     try:
-        with open_job_file(Path(started_file(str(exit_file)))) as f:
+        with open_job_file(Path(exit_file).with_name(SUPERVISOR_FILENAME)) as f:
             found = json.loads(f.read())
         return int(found["pid"]), str(found["start"])
     except (OSError, ValueError, KeyError, TypeError):

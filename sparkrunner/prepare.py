@@ -17,8 +17,7 @@ from .command import build_argv, parse_properties, properties_text, spark_proper
 from .config import Settings
 from .errors import WorkdirError
 from .hdfs import Hdfs, needs_hdfs
-from .jobspec import LOG_FILENAME, PROPERTIES_FILENAME
-from .workdir import FILE_MODE, render, write_file
+from .workdir import FILE_MODE, LOG_FILENAME, PROPERTIES_FILENAME, render, write_file
 
 #: How a warning line starts in driver.log.
 WARNING_PREFIX = "sparkrunner: warning: "

@@ -1,5 +1,8 @@
 """Lays out a job's working directory: sources, metadata module, driver, FILE assets, job.json.
 
+The names of the files sparkrunner keeps there (driver, log, result, exit status, …) are defined
+here, once, with the rule every other file name must follow.
+
 The directory is written under a temporary name beside its destination and renamed into place,
 so a half-written working directory is never seen under the real name. Once the job runs it may
 write there too: :func:`open_job_file` is how its files are read back.
@@ -11,19 +14,71 @@ import errno
 import json
 import os
 import pprint
+import re
 import shutil
 import stat
 import tempfile
+import urllib.parse
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import WorkdirError
-from .jobspec import (DRIVER_FILENAME, JOB_FILENAME, METADATA_FILENAME, SCORING_FILENAME, JobSpec,
-                      filename_problem)
+
+if TYPE_CHECKING:
+    from .jobspec import JobSpec
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+
+# The files sparkrunner itself writes into every working directory, named here once; an asset
+# may not take these names.
+DRIVER_FILENAME = "sparkrunner_driver.py"
+METADATA_MODULE = "sparkrunner_job_metadata"
+METADATA_FILENAME = METADATA_MODULE + ".py"
+JOB_FILENAME = "job.json"
+LOG_FILENAME = "driver.log"
+RESULT_FILENAME = "result.json"
+EXIT_FILENAME = "exit.json"
+SUPERVISOR_FILENAME = "supervisor.json"  # the supervisor says who it is (inside/supervise.py)
+SCORING_MODULE = "sparkrunner_scoring"
+SCORING_FILENAME = SCORING_MODULE + ".py"
+#: spark-submit's --properties-file: every Spark property of the run, secrets too (0600);
+#: removed when the run ends.
+PROPERTIES_FILENAME = "sparkrunner_spark.properties"
+#: A sandboxed run's private /tmp, removed when the run ends.
+SCRATCH_DIRNAME = "sparkrunner_tmp"
+RESERVED_FILENAMES = frozenset(
+    {DRIVER_FILENAME, METADATA_FILENAME, JOB_FILENAME, LOG_FILENAME, RESULT_FILENAME, EXIT_FILENAME,
+     SCORING_FILENAME, SUPERVISOR_FILENAME, PROPERTIES_FILENAME, SCRATCH_DIRNAME}
+)
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def filename_problem(name: str, reserved: frozenset[str] = RESERVED_FILENAMES) -> str | None:
+    """Why ``name`` cannot be a file in a working directory, or None when it can.
+
+    A name must be one plain path component: it may not climb out of the directory, even once
+    URL-decoded, and may not take a name sparkrunner writes itself.
+    """
+    for candidate in {name, urllib.parse.unquote(name)}:
+        if not candidate:
+            return "is not a file name: it is empty"
+        if "/" in candidate or "\\" in candidate:
+            return "is not a plain file name: it may not contain '/' or '\\'"
+        if _CONTROL.search(candidate):
+            return "is not a plain file name: it may not contain NUL or control characters"
+        if "," in candidate or "#" in candidate:
+            # spark-submit's --files and --py-files split on ',' and read '#' as a rename.
+            return "is not a plain file name: it may not contain ',' or '#'"
+        if candidate in (".", ".."):
+            return "is not a plain file name: '.' and '..' are refused"
+    if len(name.encode("utf-8")) > 255:
+        return "is too long for a file name (at most 255 bytes)"
+    if name in reserved:
+        return f"is reserved for sparkrunner's own files ({', '.join(sorted(reserved))})"
+    return None
 
 
 def driver_source() -> str:

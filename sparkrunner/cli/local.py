@@ -96,7 +96,7 @@ def cmd_render(args) -> int:
 def cmd_run(args) -> int:
     from ..command import child_env
     from ..errors import HdfsCheckFailed
-    from ..jobspec import LOG_FILENAME, RESULT_FILENAME
+    from ..workdir import LOG_FILENAME, RESULT_FILENAME
     from ..launcher import Launcher
     from ..sandbox import choose
 

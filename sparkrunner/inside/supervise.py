@@ -1,12 +1,13 @@
 """Runs one command and records how it ended, so a restarted service can still tell.
 
-``python -m sparkrunner.inside.supervise EXIT_FILE -- ARGV...`` runs ARGV in this process group,
-waits for it, writes ``{"returncode": N}`` to EXIT_FILE (atomically) and exits the same way.
+``python -m sparkrunner.inside.supervise EXIT_FILE STARTED_FILE -- ARGV...`` first writes its
+own pid and start time to STARTED_FILE, then runs ARGV in this process group, waits for it,
+writes ``{"returncode": N}`` to EXIT_FILE (atomically) and exits the same way.
 It outlives SIGTERM sent to its group, so it can record how the command reacted to it; only
 SIGKILL of the whole group ends it unrecorded. Standard library only (and :mod:`sparkrunner.proc`,
 which is too): it starts on every run.
 
-A sandboxed run has two: ``supervise EXIT_FILE --sandboxed -- bwrap … -- python -m
+A sandboxed run has two: ``supervise EXIT_FILE STARTED_FILE --sandboxed -- bwrap … -- python -m
 sparkrunner.inside.supervise --report-fd 3 -- spark-submit …``. The outer one stays outside the
 sandbox, so the pid it records is the one the service sees and signals; the inner one reports
 spark-submit's exit status on fd 3, because bwrap would turn a signal into 128 + its number.
@@ -52,11 +53,6 @@ def write_json(path, value):
 
 def record(exit_file, returncode):
     write_json(exit_file, {"returncode": returncode})
-
-
-def started_file(exit_file):
-    """Where the supervisor says who it is: beside the exit file."""
-    return os.path.join(os.path.dirname(exit_file), "supervisor.json")
 
 
 def _start(argv, **kwargs):
@@ -118,17 +114,17 @@ def _reported(read_fd):
 def main(args):
     if len(args) >= 3 and args[0] == "--report-fd" and args[2] == "--":
         return report(int(args[1]), args[3:])
-    sandboxed = len(args) >= 2 and args[1] == "--sandboxed"
+    sandboxed = len(args) >= 3 and args[2] == "--sandboxed"
     if sandboxed:
-        args = args[:1] + args[2:]
-    if len(args) < 3 or args[1] != "--":
-        sys.stderr.write("usage: python -m sparkrunner.inside.supervise EXIT_FILE [--sandboxed] -- ARGV...\n"
+        args = args[:2] + args[3:]
+    if len(args) < 4 or args[2] != "--":
+        sys.stderr.write("usage: python -m sparkrunner.inside.supervise EXIT_FILE STARTED_FILE [--sandboxed] -- ARGV...\n"
                          "       python -m sparkrunner.inside.supervise --report-fd FD -- ARGV...\n")
         return 2
-    exit_file, argv = args[0], args[2:]
+    exit_file, started_file, argv = args[0], args[1], args[3:]
     # First of all: a service that dies before it saves our pid finds it here on restart.
     pid = os.getpid()
-    write_json(started_file(exit_file), {"pid": pid, "start": str(start_time(pid))})
+    write_json(started_file, {"pid": pid, "start": str(start_time(pid))})
     status = None
     if sandboxed:
         # Ignored, and so ignored by bwrap too, which would otherwise end the whole sandbox on
