@@ -362,6 +362,9 @@ def _local_problem(path: str, policy: PolicySettings, data_dir: Path | None) -> 
         resolved = Path(os.path.realpath(reading))  # resolves .., and links that exist
         if data_dir is not None and resolved.is_relative_to(Path(os.path.realpath(data_dir))):
             return "lies inside the service's data directory, which holds other jobs"
+        for hidden in policy.hidden:
+            if resolved.is_relative_to(os.path.realpath(hidden)):
+                return f"lies inside {hidden!r}, which policy.hidden keeps from every job"
         if not any(resolved.is_relative_to(os.path.realpath(root)) for root in policy.local_roots):
             return f"resolves to {str(resolved)!r}, which is outside policy.local_roots ({roots})"
     return None

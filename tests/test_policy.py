@@ -150,3 +150,13 @@ def test_target_engine_executor_memory_is_honoured_as_a_size_below_the_jobs_flag
 def test_null_settings_containers_are_empty():
     doc = make_job(jobParameters=None, targetEngine={"sparkConf": None, "executorMemory": None})
     assert job_settings(doc).conf == {"spark.app.name": "sparkrunner-test-model"}
+
+
+def test_a_local_path_inside_a_hidden_path_is_refused_though_it_lies_under_a_root(tmp_path):
+    from sparkrunner.policy import url_problem
+
+    (tmp_path / "cluster").mkdir()
+    policy = PolicySettings(local_roots=(str(tmp_path),), hidden=(str(tmp_path / "cluster"),))
+    assert url_problem(str(tmp_path / "data.csv"), policy, None, local=True) is None
+    problem = url_problem(f"file://{tmp_path}/x/../cluster/secret", policy, None, local=True)
+    assert problem == f"lies inside {str(tmp_path / 'cluster')!r}, which policy.hidden keeps from every job"
