@@ -1,4 +1,6 @@
-"""Authentication, ownership and cross-site protection, against a real `sparkrunner serve`."""
+"""Authentication, ownership and cross-site protection, over HTTP against the service's app in
+this process, its jobs run by the stand-in spark-submit (tests/support/spark_submit_standin.py);
+`sparkrunner serve` itself for what it refuses to start with."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import pytest
 import requests
 
 from conftest import SPARKRUNNER
-from service_helpers import Service, sleepy_job
+from service_helpers import InProcessService
+from support.spark_submit_standin import standin_job
 
 ALICE_TOKEN = "alice-token-0123456789abcdef"
 BOB_TOKEN = "bob-token-fedcba9876543210"
@@ -27,13 +30,14 @@ def basic(user: str, token: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, standin_spark_home):
     extra = ("  tokens:\n"
              f"    alice: {ALICE_TOKEN}\n"
              f"    bob: {BOB_TOKEN}\n"
              f"    carol: '{CAROL_DIGEST}'\n")
     # The configuration ends inside service:, where the tokens belong.
-    svc = Service(tmp_path_factory.mktemp("auth") / "data", max_jobs=1, extra=extra).start()
+    svc = InProcessService(tmp_path_factory.mktemp("auth") / "data", max_jobs=1, extra=extra,
+                           spark_home=standin_spark_home).start()
     yield svc
     for job in svc.get("/jobs", headers=bearer(ALICE_TOKEN), params={"size": 1000}).json()["jobs"]:
         svc.post(f"/jobs/{job['id']}/cancel", headers=bearer(ALICE_TOKEN))
@@ -43,7 +47,7 @@ def service(tmp_path_factory):
 @pytest.fixture(scope="module")
 def alices_job(service):
     """A job of alice's that sleeps long enough for the whole module; cancelled at the end."""
-    return service.submit(sleepy_job(120), **bearer(ALICE_TOKEN))
+    return service.submit(standin_job(seconds=120), **bearer(ALICE_TOKEN))
 
 
 @pytest.mark.parametrize("method,path", [("GET", "/jobs"), ("GET", "/jobs/x"), ("GET", "/jobs/x/log"),
@@ -76,7 +80,7 @@ def test_bearer_basic_and_digest_tokens_name_their_users(service, alices_job):
     job_id = alices_job["id"]
     assert service.get(f"/jobs/{job_id}", headers=bearer(ALICE_TOKEN)).json()["id"] == job_id
     assert service.get(f"/jobs/{job_id}", headers=basic("alice", ALICE_TOKEN)).json()["id"] == job_id
-    carols = service.submit(sleepy_job(0), **bearer(CAROL_TOKEN))
+    carols = service.submit(standin_job(), **bearer(CAROL_TOKEN))
     assert service.get(f"/jobs/{carols['id']}", headers=basic("carol", CAROL_TOKEN)).status_code == 200
     assert service.post(f"/jobs/{carols['id']}/cancel", headers=bearer(CAROL_TOKEN)).status_code == 200
 
@@ -98,9 +102,9 @@ def test_another_users_job_does_not_exist_for_you(service, alices_job):
 
 
 def test_idempotency_keys_are_per_user(service, alices_job):
-    first = service.post("/jobs", json=sleepy_job(0), headers={"Idempotency-Key": "k1", **bearer(BOB_TOKEN)})
-    again = service.post("/jobs", json=sleepy_job(0), headers={"Idempotency-Key": "k1", **bearer(BOB_TOKEN)})
-    other = service.post("/jobs", json=sleepy_job(0), headers={"Idempotency-Key": "k1", **bearer(CAROL_TOKEN)})
+    first = service.post("/jobs", json=standin_job(), headers={"Idempotency-Key": "k1", **bearer(BOB_TOKEN)})
+    again = service.post("/jobs", json=standin_job(), headers={"Idempotency-Key": "k1", **bearer(BOB_TOKEN)})
+    other = service.post("/jobs", json=standin_job(), headers={"Idempotency-Key": "k1", **bearer(CAROL_TOKEN)})
     assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
     assert first.json()["id"] == again.json()["id"] != other.json()["id"]
     for response, token in ((first, BOB_TOKEN), (other, CAROL_TOKEN)):
@@ -115,19 +119,19 @@ def test_basic_auth_alone_does_not_pass_the_cross_site_check(service):
     assert response.status_code == 403
     assert "X-Requested-By" in response.json()["detail"]
     # With a bearer token (which browsers never add by themselves) no header is needed.
-    accepted = requests.post(service.url + "/jobs", json=sleepy_job(0), headers=bearer(BOB_TOKEN), timeout=30)
+    accepted = requests.post(service.url + "/jobs", json=standin_job(), headers=bearer(BOB_TOKEN), timeout=30)
     assert accepted.status_code == 201
     service.post(f"/jobs/{accepted.json()['id']}/cancel", headers=bearer(BOB_TOKEN))
     assert service.get("/jobs", headers=bearer(BOB_TOKEN)).json()["total"] == before + 1
 
 
-def test_without_authentication_a_form_post_cannot_submit_or_cancel(tmp_path):
-    service = Service(tmp_path / "data").start()
+def test_without_authentication_a_form_post_cannot_submit_or_cancel(tmp_path, standin_spark_home):
+    service = InProcessService(tmp_path / "data", spark_home=standin_spark_home).start()
     try:
         for path in ("/jobs", "/jobs/any/cancel"):
             response = requests.post(service.url + path, data={"a": "b"}, timeout=10)
             assert response.status_code == 403, response.text
-        response = requests.post(service.url + "/jobs", json=sleepy_job(0), timeout=10,
+        response = requests.post(service.url + "/jobs", json=standin_job(), timeout=10,
                                  headers={"X-Requested-By": ""})
         assert response.status_code == 403  # an empty value is no value
         assert service.get("/jobs").json()["total"] == 0
