@@ -1,7 +1,7 @@
 """sparkrunner from a real Airflow 3: `airflow dags test` against a live sparkrunner service.
 
 Each test gets an AIRFLOW_HOME of its own, with a copy of one SQLite metadata database migrated
-once for the module, and asserts on what Airflow recorded (task states, tries, XComs) and on what
+once for the session (conftest's ``migrated_airflow_db``), and asserts on what Airflow recorded (task states, tries, XComs) and on what
 the service did (its jobs, their states and outputs).
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_job
+from conftest import AIRFLOW, REPO, airflow_env, make_job
 from service_helpers import Service, sleepy_job
 
 # Airflow writes a home directory when imported; keep this process's out of the user's.
@@ -42,7 +42,6 @@ from test_examples import check_outputs  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 LOGICAL_DATE = "2024-01-02"
 TERMINAL = {"COMPLETE", "ERROR", "CANCELLED"}
 
@@ -85,15 +84,6 @@ with DAG("sparkrunner_retry", schedule=None):
 '''
 
 
-def airflow_env(home: Path, **extra: str) -> dict[str, str]:
-    """The environment of an Airflow command with its own home; the caller's Airflow settings
-    are left out."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"), **extra)
-    return env
-
-
 def connection(service: Service) -> str:
     return json.dumps({"conn_type": "sparkrunner", "host": "127.0.0.1", "port": service.port})
 
@@ -105,13 +95,9 @@ def service(tmp_path_factory):
     svc.stop()
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("airflow-template")
-    done = subprocess.run([AIRFLOW, "db", "migrate"], env=airflow_env(home), capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return home / "airflow.db"
+@pytest.fixture
+def migrated_db(migrated_airflow_db) -> Path:
+    return migrated_airflow_db
 
 
 class Airflow:

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import AIRFLOW
 from service_helpers import Service, free_port, sleepy_job
 
 pytestmark = pytest.mark.e2e
 
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 DAG = '''\
 from datetime import datetime, timedelta
@@ -76,10 +76,11 @@ def with_group(process: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def test_a_deferral_timed_out_by_the_scheduler_cancels_the_job(tmp_path):
+def test_a_deferral_timed_out_by_the_scheduler_cancels_the_job(tmp_path, migrated_airflow_db):
     service = Service(tmp_path / "data", max_jobs=1).start()
     home = tmp_path / "airflow"
     (home / "dags").mkdir(parents=True)
+    shutil.copy(migrated_airflow_db, home / "airflow.db")
     (home / "dags" / "timeout_dag.py").write_text(DAG)
     (home / "dags" / "sleeps.json").write_text(json.dumps(sleepy_job(300)))
     port = free_port()
@@ -94,7 +95,6 @@ def test_a_deferral_timed_out_by_the_scheduler_cancels_the_job(tmp_path):
             {"conn_type": "sparkrunner", "host": "127.0.0.1", "port": service.port}))
     airflow = Processes(env, tmp_path)
     try:
-        airflow.run("db", "migrate")
         airflow.start("api-server", "--port", str(port))
         airflow.start("dag-processor")
         airflow.start("scheduler")
