@@ -55,16 +55,23 @@ def make_spark_home(directory: Path) -> Path:
     return home
 
 
-def standin_job(*, seconds: float = 0, start_seconds: float = 0, exit: int = 0, error: str | None = None,
-                result=None, lines: int = 3, on_term: str = "exit", child: bool = False, **fields) -> dict:
-    """A job document whose run under the stand-in does what the arguments say."""
-    from conftest import make_job
-
+def instructions(*, seconds: float = 0, start_seconds: float = 0, exit: int = 0, error: str | None = None,
+                 result=None, lines: int = 3, on_term: str = "exit", child: bool = False) -> dict:
+    """The FILE asset that tells the stand-in what to do (see the module's docstring)."""
     told = {"seconds": seconds, "start_seconds": start_seconds, "exit": exit, "error": error,
             "result": result, "lines": lines, "on_term": on_term, "child": child}
-    assets = [{"assetType": "FILE", "filename": INSTRUCTIONS, "content": json.dumps(told)},
-              *fields.pop("assets", [])]
-    return make_job(assets=assets, **fields)
+    return {"assetType": "FILE", "filename": INSTRUCTIONS, "content": json.dumps(told)}
+
+
+def standin_job(*, seconds: float = 0, start_seconds: float = 0, exit: int = 0, error: str | None = None,
+                result=None, lines: int = 3, on_term: str = "exit", child: bool = False, **fields) -> dict:
+    """A job document (conftest's make_job with ``fields``) whose run under the stand-in does
+    what the other arguments say."""
+    from conftest import make_job
+
+    told = instructions(seconds=seconds, start_seconds=start_seconds, exit=exit, error=error,
+                        result=result, lines=lines, on_term=on_term, child=child)
+    return make_job(assets=[told, *fields.pop("assets", [])], **fields)
 
 
 def calls(workdir: Path) -> list[dict]:
