@@ -16,6 +16,7 @@ the header as without it (tests/test_hdfs.py).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from support.webhdfs import WebHdfsServer
 
 sys.path.insert(0, str(REPO / "jobs"))
 from build_examples import build, build_sklearn  # noqa: E402
-from test_examples import check_sklearn_scores, output_dir  # noqa: E402
+from test_examples import check_outputs, check_sklearn_scores, output_dir  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -122,19 +123,23 @@ def test_a_job_reads_and_writes_hdfs_on_both_workers(setup):
     assert {"spread.py", "job.json", "sparkrunner_driver.py", "sparkrunner_job_metadata.py"} <= set(staged)
 
 
-def test_the_titanic_example_runs_on_the_cluster(setup, tmp_path):
+def test_the_titanic_model_scores_and_evaluates_on_the_cluster(setup, titanic_run, tmp_path):
+    """The session's trained Titanic model (conftest's ``titanic_run``: training is Spark ML's own
+    work, the same on one machine and on two workers), scored and evaluated through the service."""
     _, _, service = setup
     jobs = build(tmp_path / "example")
+    shutil.copytree(output_dir(titanic_run.jobs["train"]), output_dir(jobs["train"]))
     results = {}
-    for role in ("train", "score", "metrics"):
+    for role in ("score", "metrics"):
         job = service.submit(json.loads(jobs[role].read_text()))
         job = service.wait_for(job["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=400)
         assert job["jobStatus"] == "COMPLETE", job
         assert job["sparkApplicationId"].startswith("app-")
         results[role] = job["result"]
-    assert results["train"]["trainingRows"] == 800
     assert results["score"] == {"scoredRows": 300}
-    assert results["metrics"]["rows"] == 300 and results["metrics"]["accuracy"] > 0.78
+    check_outputs(jobs, results["metrics"])
+    here = json.loads((titanic_run.workdirs["metrics"] / "result.json").read_text())
+    assert results["metrics"] == pytest.approx(here)  # the same model and data: the same figures
 
 
 def test_a_scikit_learn_model_scores_by_record_and_by_dataframe_on_the_cluster(setup, tmp_path):
