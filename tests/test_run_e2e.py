@@ -6,12 +6,13 @@ the stand-in spark-submit in tests/test_cli.py."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from conftest import SPARKRUNNER, make_job
+from conftest import SPARKRUNNER, make_job, write_job
 
 pytestmark = pytest.mark.e2e
 
@@ -67,30 +68,57 @@ def kitchen_sink_job(tmp_path, **fields):
         **fields)
 
 
-def run(args, **kw):
-    return subprocess.run([SPARKRUNNER, *args], capture_output=True, text=True, **kw)
+@dataclass
+class Run:
+    """One `sparkrunner run` of a kitchen-sink job in its own directory, and how it ended."""
+
+    directory: Path
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def test_a_modelop_job_runs_with_files_modules_udfs_and_its_spark_conf(tmp_path, job_file):
-    job = job_file(kitchen_sink_job(tmp_path, targetEngine={"sparkConf": {"spark.sql.ansi.enabled": "false"}}))
-    done = run(["run", "--workdir", str(tmp_path / "wd"), str(job)], cwd=tmp_path)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Run]:
+    """Both real runs, started together: two JVMs on two cores overlap better than they follow."""
+    base = tmp_path_factory.mktemp("runs")
+    for name in ("ok", "failing"):
+        (base / name).mkdir()
+    how = {
+        # ANSI off makes the '?' cast null: the job succeeds.
+        "ok": (kitchen_sink_job(base / "ok", targetEngine={"sparkConf": {"spark.sql.ansi.enabled": "false"}}), []),
+        # Spark 4's ANSI default turns the '?' cast into an error raised in model code.
+        "failing": (kitchen_sink_job(base / "failing"), ["-q"]),
+    }
+    started = {}
+    for name, (doc, options) in how.items():
+        directory = base / name
+        job = write_job(directory / "job.json", doc)
+        with open(directory / "stdout", "wb") as out, open(directory / "stderr", "wb") as err:
+            started[name] = subprocess.Popen([SPARKRUNNER, "run", *options, "--workdir", str(directory / "wd"),
+                                              str(job)], cwd=directory, stdout=out, stderr=err)
+    return {name: Run(base / name, process.wait(timeout=600), (base / name / "stdout").read_text(),
+                      (base / name / "stderr").read_text())
+            for name, process in started.items()}
+
+
+def test_a_modelop_job_runs_with_files_modules_udfs_and_its_spark_conf(runs):
+    done = runs["ok"]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     expected = {"rows": 3, "nulls": 1, "assets": [1, 1, 1], "attachment": "weights", "ansi": "false"}
-    assert json.loads((tmp_path / "wd" / "result.json").read_text()) == expected
+    assert json.loads((done.directory / "wd" / "result.json").read_text()) == expected
     assert f"sparkrunner: result: {json.dumps(expected)}" in done.stdout  # echoed as it ran
-    [part] = (tmp_path / "out").glob("part-*.csv")
+    [part] = (done.directory / "out").glob("part-*.csv")
     assert part.read_text().splitlines() == ["id,value,doubled,high", "1,1.5,3.0,false", "2,,,", "3,10.0,20.0,true"]
-    log = (tmp_path / "wd" / "driver.log").read_text()
+    log = (done.directory / "wd" / "driver.log").read_text()
     assert "spark.executor.memory=512m" in log.splitlines()[0] and "spark.driver.memory=1g" in log.splitlines()[0]
 
 
-def test_model_code_failing_exits_1_with_one_clear_line(tmp_path, job_file):
-    # Spark 4's ANSI default turns the '?' cast into an error raised in model code.
-    job = job_file(kitchen_sink_job(tmp_path))
-    done = run(["run", "-q", "--workdir", str(tmp_path / "wd"), str(job)])
+def test_model_code_failing_exits_1_with_one_clear_line(runs):
+    done = runs["failing"]
     assert done.returncode == 1
     assert "sparkrunner: ERROR: exit code 1: score function 'action' raised NumberFormatException: " \
         "[CAST_INVALID_INPUT]" in done.stderr
-    log = (tmp_path / "wd" / "driver.log").read_text()
+    log = (done.directory / "wd" / "driver.log").read_text()
     assert "Traceback (most recent call last):" in log  # the traceback stays in the log
-    assert not (tmp_path / "wd" / "result.json").exists()
+    assert not (done.directory / "wd" / "result.json").exists()
