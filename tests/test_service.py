@@ -75,9 +75,10 @@ def test_a_job_runs_to_complete_with_its_result_and_a_pageable_log(service, stan
     # spark-submit got the command line sparkrunner built, in the job's working directory.
     workdir = service.data_dir / "jobs" / job["id"]
     [call] = calls(workdir)
-    assert call["argv"][:4] == ["--master", "local[*]", "--deploy-mode", "client"]
-    assert "spark.ui.enabled=false" in call["argv"] and "spark.app.name=sparkrunner-test-model" in call["argv"]
-    assert call["argv"][-1] == str(workdir / "sparkrunner_driver.py")
+    argv = call["argv"]
+    assert (argv[argv.index("--master") + 1], argv[argv.index("--deploy-mode") + 1]) == ("local[*]", "client")
+    assert "spark.ui.enabled=false" in argv and "spark.app.name=sparkrunner-test-model" in argv
+    assert argv[-1] == str(workdir / "sparkrunner_driver.py")
     assert (call["cwd"], call["env"]["SPARK_HOME"]) == (str(workdir), str(standin_spark_home))
     assert call["env"]["PYSPARK_PYTHON"] == call["env"]["PYSPARK_DRIVER_PYTHON"] == sys.executable
     assert call["pgid"] == stored(service, job["id"], "pid")  # the supervisor's own group
