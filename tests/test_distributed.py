@@ -16,7 +16,6 @@ the header as without it (tests/test_hdfs.py).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from support.webhdfs import WebHdfsServer
 
 sys.path.insert(0, str(REPO / "jobs"))
 from build_examples import build, build_sklearn  # noqa: E402
-from test_examples import check_sklearn_scores, output_dir, read_scores  # noqa: E402
+from test_examples import check_outputs, check_sklearn_scores, output_dir  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -123,22 +122,19 @@ def test_a_job_reads_and_writes_hdfs_on_both_workers(setup):
     assert {"spread.py", "job.json", "sparkrunner_driver.py", "sparkrunner_job_metadata.py"} <= set(staged)
 
 
-def test_the_titanic_model_scores_on_the_cluster_as_it_does_here(setup, titanic_run, tmp_path):
-    """The session's trained Titanic model (conftest's ``titanic_run``: training is Spark ML's own
-    work, the same on one machine and on two workers), scored through the service on the cluster:
-    the same model on the same rows gives the same scores as the local run."""
+def test_the_titanic_example_trains_scores_and_evaluates_on_the_cluster(setup, tmp_path):
     _, _, service = setup
     jobs = build(tmp_path / "example")
-    shutil.copytree(output_dir(titanic_run.jobs["train"]), output_dir(jobs["train"]))
-    job = service.submit(json.loads(jobs["score"].read_text()))
-    job = service.wait_for(job["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=400)
-    assert job["jobStatus"] == "COMPLETE", job
-    assert job["sparkApplicationId"].startswith("app-")
-    assert job["result"] == {"scoredRows": 300}
-    here = read_scores(output_dir(titanic_run.jobs["score"]))
-    there = read_scores(output_dir(jobs["score"]))
-    assert len(there) == 300
-    assert sorted(there, key=lambda r: int(r["PassengerId"])) == sorted(here, key=lambda r: int(r["PassengerId"]))
+    results = {}
+    for role in ("train", "score", "metrics"):
+        job = service.submit(json.loads(jobs[role].read_text()))
+        job = service.wait_for(job["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=400)
+        assert job["jobStatus"] == "COMPLETE", job
+        assert job["sparkApplicationId"].startswith("app-")
+        results[role] = job["result"]
+    assert results["train"]["trainingRows"] == 800
+    assert results["score"] == {"scoredRows": 300}
+    check_outputs(jobs, results["metrics"])  # the model, the scores, and figures that match them
 
 
 def test_a_scikit_learn_model_scores_by_record_and_by_dataframe_on_the_cluster(setup, tmp_path):
