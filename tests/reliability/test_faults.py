@@ -79,7 +79,7 @@ def test_a_killed_service_restarts_and_leaves_no_job_stuck(tmp_path, standin_spa
     while the job's whole process group dies too."""
     service = Service(tmp_path / "data", max_jobs=1, spark_home=standin_spark_home).start()
     try:
-        survivor = service.submit(standin_job(seconds=2, result={"sum": 4950}))
+        survivor = service.submit(standin_job(seconds=4, result={"sum": 4950}))
         queued = service.submit(standin_job(result={"sum": 4950}))
         service.wait_for(survivor["id"], {"RUNNING"})
         assert service.job(queued["id"])["jobStatus"] == "CREATED"

@@ -78,7 +78,7 @@ def submit_all(service: Service, docs: list[dict], threads: int) -> list[request
 
 def test_a_burst_of_200_submissions_is_stored_runs_within_the_limit_and_ends(standin_service):
     service = standin_service
-    docs = [standin_job(seconds=3, result={"sum": 4950}) if n % 50 == 0 else no_jvm_job(n) for n in range(200)]
+    docs = [standin_job(seconds=8, result={"sum": 4950}) if n % 50 == 0 else no_jvm_job(n) for n in range(200)]
     monitor = Monitor(service)
     monitor.start()
     responses = submit_all(service, docs, threads=50)
