@@ -17,7 +17,7 @@ import pytest
 
 from conftest import make_job
 from service_helpers import InProcessService, Service, pids_in_group, sleepy_job, stored
-from support.spark_submit_standin import CHILD_PID, calls, standin_job
+from support.spark_submit_standin import calls, child_pid, standin_job
 
 TERMINAL = {"COMPLETE", "ERROR", "CANCELLED"}
 
@@ -134,21 +134,11 @@ def test_at_most_max_concurrent_jobs_run_at_once(service):
     assert max(jobs[0]["startDate"], jobs[1]["startDate"]) < jobs[2]["startDate"]
 
 
-def child_of(service, job_id: str, timeout: float = 30) -> int:
-    """The pid of the process the stand-in leaves in its group (as the Python driver is)."""
-    path = service.data_dir / "jobs" / job_id / CHILD_PID
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and path.read_text()):
-        assert time.monotonic() < deadline, f"job {job_id} never started its child"
-        time.sleep(0.02)
-    return int(path.read_text())
-
-
 def test_cancel_ends_the_whole_process_group_and_is_repeatable(service):
     job = service.submit(standin_job(seconds=300, child=True))
     service.wait_for(job["id"], {"RUNNING"})
     pgid = stored(service, job["id"], "pid")
-    assert child_of(service, job["id"]) in pids_in_group(pgid)
+    assert child_pid(service.data_dir / "jobs" / job["id"]) in pids_in_group(pgid)
     response = service.post(f"/jobs/{job['id']}/cancel")
     assert response.status_code == 200 and response.json()["cancelRequested"] is True
     job = service.wait_for(job["id"], TERMINAL, timeout=30)
@@ -166,7 +156,7 @@ def test_a_run_that_ignores_sigterm_is_killed_after_the_grace_period(service, mo
     job = service.submit(standin_job(seconds=300, child=True, on_term="ignore"))
     service.wait_for(job["id"], {"RUNNING"})
     pgid = stored(service, job["id"], "pid")
-    child = child_of(service, job["id"])
+    child = child_pid(service.data_dir / "jobs" / job["id"])
     service.post(f"/jobs/{job['id']}/cancel")
     job = service.wait_for(job["id"], TERMINAL, timeout=30)
     assert (job["jobStatus"], job["reason"], job["signal"]) == ("CANCELLED", "cancelled by user", 9)

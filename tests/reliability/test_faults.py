@@ -24,7 +24,7 @@ import requests
 
 from conftest import make_job
 from service_helpers import Service, free_port, pids_in_group, sleepy_job, stored
-from support.spark_submit_standin import CHILD_PID, standin_job
+from support.spark_submit_standin import child_pid, standin_job
 
 TERMINAL = {"COMPLETE", "ERROR", "CANCELLED"}
 
@@ -43,23 +43,13 @@ def assert_nothing_unfinished(service: Service) -> None:
     assert all(j["reason"] for j in jobs), [j for j in jobs if not j["reason"]]
 
 
-def child_of(service: Service, job_id: str, timeout: float = 30) -> int:
-    """The pid of the process the stand-in leaves in its group (as the Python driver is)."""
-    path = service.data_dir / "jobs" / job_id / CHILD_PID
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and path.read_text()):
-        assert time.monotonic() < deadline, f"job {job_id} never started its child"
-        time.sleep(0.02)
-    return int(path.read_text())
-
-
 def test_spark_submit_killed_with_sigkill_ends_in_error(tmp_path, standin_spark_home):
     service = Service(tmp_path / "data", spark_home=standin_spark_home).start()
     try:
         job = service.submit(standin_job(seconds=60, child=True))
         service.wait_for(job["id"], {"RUNNING"})
         pgid = stored(service, job["id"], "pid")
-        child = child_of(service, job["id"])
+        child = child_pid(service.data_dir / "jobs" / job["id"])
         # spark-submit is the supervisor's only child: kill it alone, as the OOM killer would.
         [submit] = open(f"/proc/{pgid}/task/{pgid}/children").read().split()
         assert "bin/spark-submit" in cmdline(int(submit)) and child in pids_in_group(pgid)

@@ -83,6 +83,17 @@ def calls(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+def child_pid(workdir: Path, timeout: float = 30) -> int:
+    """The pid of the process a run told ``child`` leaves in its group, once it has started."""
+    path = Path(workdir) / CHILD_PID
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the stand-in in {str(workdir)!r} never started its child")
+        time.sleep(0.02)
+    return int(path.read_text())
+
+
 # --- the program ------------------------------------------------------------------------------
 
 def _say(kind: str, text: str, stream=None) -> None:
