@@ -107,3 +107,29 @@ def test_the_child_environment_pins_spark_and_python(tmp_path):
     env = child_env(settings, {"SPARK_HOME": "/elsewhere", "PYSPARK_DRIVER_PYTHON_OPTS": "notebook", "PATH": "/bin"})
     assert env == {"SPARK_HOME": str(home), "PYSPARK_PYTHON": "/usr/bin/python3",
                    "PYSPARK_DRIVER_PYTHON": "/usr/bin/python3", "HADOOP_CONF_DIR": "/etc/hadoop", "PATH": "/bin"}
+
+
+def test_prepare_writes_the_whole_properties_file_private_with_the_spark_defaults_under_it(tmp_path):
+    import stat
+
+    from sparkrunner.hdfs import Hdfs
+    from sparkrunner.prepare import prepare
+
+    conf_dir = tmp_path / "client-conf"
+    conf_dir.mkdir()
+    (conf_dir / "spark-defaults.conf").write_text("spark.authenticate true\nspark.authenticate.secret c0ffee\n"
+                                                  "spark.executor.memory 4g\n")
+    settings = Settings(spark=SparkSettings(conf_dir=str(conf_dir), conf={"spark.executor.memory": "1g"}))
+    job = admitted(make_job(), settings)
+    workdir = tmp_path / "wd"
+    prepared = prepare(settings, job, workdir, "j1", "spark-submit", Hdfs(settings.hdfs))
+    path = workdir / "sparkrunner_spark.properties"
+    assert prepared.argv[5:7] == ["--properties-file", str(path)]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text() == (
+        "# Written by sparkrunner: spark-submit's --properties-file for this run.\n"
+        "spark.app.name=sparkrunner-test-model\n"
+        "spark.authenticate=true\n"
+        "spark.authenticate.secret=c0ffee\n"
+        "spark.executor.memory=1g\n")  # the configuration's over spark-defaults.conf's
+    assert prepared.properties == parse_properties(path.read_text())
