@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from .config import Settings
 from .errors import SparkNotFound
-from .workdir import DRIVER_FILENAME, PROPERTIES_FILENAME, SCORING_FILENAME
+from .workdir import DAEMON_FILENAME, DAEMON_MODULE, DRIVER_FILENAME, PROPERTIES_FILENAME, SCORING_FILENAME
 
 if TYPE_CHECKING:
     from .admission import AdmittedJob
@@ -44,7 +44,8 @@ def build_argv(settings: Settings, job: AdmittedJob, workdir: Path, spark_submit
     argv = [spark_submit, "--master", settings.spark.master,
             "--deploy-mode", settings.spark.deploy_mode,
             "--properties-file", str(workdir / PROPERTIES_FILENAME)]
-    py_files = [SCORING_FILENAME] if spec.scoring else []
+    py_files = [DAEMON_FILENAME] if ships_daemon(settings, job) else []
+    py_files += [SCORING_FILENAME] if spec.scoring else []
     py_files += [m.filename for m in spec.modules]
     if py_files:
         argv += ["--py-files", ",".join(str(workdir / name) for name in py_files)]
@@ -56,11 +57,26 @@ def build_argv(settings: Settings, job: AdmittedJob, workdir: Path, spark_submit
     return argv
 
 
-def spark_properties(job: AdmittedJob, defaults: Mapping[str, str] | None = None) -> dict[str, str]:
+def spark_properties(settings: Settings, job: AdmittedJob,
+                     defaults: Mapping[str, str] | None = None) -> dict[str, str]:
     """Every Spark property of ``job``'s run, sorted: ``defaults`` (the operator's
-    spark-defaults.conf) under what admission resolved (the configuration's and the job's)."""
+    spark-defaults.conf) under what admission resolved (the configuration's and the job's), and
+    on a cluster the executors' Python daemon (:func:`ships_daemon`)."""
     merged = {**(defaults or {}), **job.settings.conf}
+    if ships_daemon(settings, job):
+        merged[DAEMON_PROPERTY] = DAEMON_MODULE
     return {key: merged[key] for key in sorted(merged)}
+
+
+#: The Python module an executor starts to fork its Python workers.
+DAEMON_PROPERTY = "spark.python.daemon.module"
+
+
+def ships_daemon(settings: Settings, job: AdmittedJob) -> bool:
+    """Whether the run ships :data:`DAEMON_FILENAME` to its executors as their Python daemon:
+    on a cluster (any master but local), where an executor's environment may hold the cluster's
+    secret, unless the operator named a daemon module of their own."""
+    return not settings.spark.master.startswith("local") and DAEMON_PROPERTY not in job.settings.conf
 
 
 def properties_text(properties: Mapping[str, str]) -> str:

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .admission import AdmittedJob
-from .command import build_argv, parse_properties, properties_text, spark_properties
+from .command import build_argv, parse_properties, properties_text, ships_daemon, spark_properties
 from .config import Settings
 from .errors import WorkdirError
 from .hdfs import Hdfs, needs_hdfs
-from .workdir import FILE_MODE, LOG_FILENAME, PROPERTIES_FILENAME, render, write_file
+from .workdir import (DAEMON_FILENAME, FILE_MODE, LOG_FILENAME, PROPERTIES_FILENAME, daemon_source, render,
+                      write_file)
 
 #: How a warning line starts in driver.log.
 WARNING_PREFIX = "sparkrunner: warning: "
@@ -41,10 +42,12 @@ def prepare(settings: Settings, job: AdmittedJob, workdir: Path, job_id: str, sp
     staging failure) or WorkdirError; nothing is written before the HDFS checks pass.
     """
     argv = build_argv(settings, job, workdir, spark_submit)
-    properties = spark_properties(job, spark_defaults(settings))
+    properties = spark_properties(settings, job, spark_defaults(settings))
     if needs_hdfs(job.spec):
         hdfs.check(job.spec)
     render(job.spec, workdir, job_id)
+    if ships_daemon(settings, job):
+        write_file(Path(workdir), DAEMON_FILENAME, daemon_source().encode("utf-8"))
     if job.warnings:
         log = Path(workdir) / LOG_FILENAME
         with open(log, "a", encoding="utf-8", opener=lambda p, f: _open_private(p, f)) as out:

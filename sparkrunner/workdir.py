@@ -43,6 +43,9 @@ EXIT_FILENAME = "exit.json"
 SUPERVISOR_FILENAME = "supervisor.json"  # the supervisor says who it is (inside/supervise.py)
 SCORING_MODULE = "sparkrunner_scoring"
 SCORING_FILENAME = SCORING_MODULE + ".py"
+#: Shipped to a cluster's executors: their Python daemon, without the cluster's secret.
+DAEMON_MODULE = "sparkrunner_daemon"
+DAEMON_FILENAME = DAEMON_MODULE + ".py"
 #: spark-submit's --properties-file: every Spark property of the run, secrets too (0600);
 #: removed when the run ends.
 PROPERTIES_FILENAME = "sparkrunner_spark.properties"
@@ -50,7 +53,7 @@ PROPERTIES_FILENAME = "sparkrunner_spark.properties"
 SCRATCH_DIRNAME = "sparkrunner_tmp"
 RESERVED_FILENAMES = frozenset(
     {DRIVER_FILENAME, METADATA_FILENAME, JOB_FILENAME, LOG_FILENAME, RESULT_FILENAME, EXIT_FILENAME,
-     SCORING_FILENAME, SUPERVISOR_FILENAME, PROPERTIES_FILENAME, SCRATCH_DIRNAME}
+     SCORING_FILENAME, SUPERVISOR_FILENAME, PROPERTIES_FILENAME, SCRATCH_DIRNAME, DAEMON_FILENAME}
 )
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -84,6 +87,11 @@ def filename_problem(name: str, reserved: frozenset[str] = RESERVED_FILENAMES) -
 def driver_source() -> str:
     """The fixed driver script copied into every working directory."""
     return resources.files("sparkrunner.inside").joinpath("driver.py").read_text()
+
+
+def daemon_source() -> str:
+    """The executors' Python daemon without the cluster's secret (inside/daemon.py)."""
+    return resources.files("sparkrunner.inside").joinpath("daemon.py").read_text()
 
 
 def scoring_source() -> str:

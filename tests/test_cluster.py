@@ -56,8 +56,10 @@ def where(index, rows):
     time.sleep(1)  # long enough that both single-core executors get tasks
     jvm = jvm_of(os.getpid())
     # A Python worker runs in its executor's directory: <work-dir>/<app id>/<executor id>.
+    with open("/proc/self/environ", "rb") as f:
+        secret_in_env = b"_SPARK_AUTH_SECRET=" in f.read()
     yield {"partition": index, "sum": sum(x * x for x in rows), "cwd": os.getcwd(), "jvm": jvm,
-           "cmdline": cmdline(jvm)}
+           "cmdline": cmdline(jvm), "secret_in_env": secret_in_env}
 
 
 spark = SparkSession.builder.appName("cluster-test").getOrCreate()
@@ -331,6 +333,10 @@ def test_a_job_runs_on_executors_of_both_workers(spark_cluster, secret, tmp_path
     for part in parts:
         assert "CoarseGrainedExecutorBackend" in part["cmdline"]
         assert secret not in part["cmdline"]
+    # Spark itself hands the secret down to a plain spark-submit's Python workers, in their
+    # environment (from their executor's): why sparkrunner ships a daemon module of its own
+    # (tests/test_distributed.py shows its workers without it).
+    assert all(part["secret_in_env"] for part in parts)
 
 
 @pytest.mark.e2e

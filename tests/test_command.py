@@ -27,14 +27,15 @@ def test_the_whole_command_line():
     assert argv == [
         "/opt/spark/bin/spark-submit", "--master", "spark://10.0.0.1:7077", "--deploy-mode", "client",
         "--properties-file", "/data/runs/r1/sparkrunner_spark.properties",
-        "--py-files", "/data/runs/r1/helpers.py",
+        # On a cluster, the executors' Python daemon goes first (see test_profiles for why).
+        "--py-files", "/data/runs/r1/sparkrunner_daemon.py,/data/runs/r1/helpers.py",
         "--files", "/data/runs/r1/notes.txt",
         "--verbose",
         "/data/runs/r1/sparkrunner_driver.py",
     ]
     # The operator's spark-defaults.conf lies under the configuration and the job.
     defaults = {"spark.authenticate": "true", "spark.authenticate.secret": "s3cr3t", "spark.executor.memory": "2g"}
-    assert properties_text(spark_properties(job, defaults)) == (
+    assert properties_text(spark_properties(settings, job, defaults)) == (
         "# Written by sparkrunner: spark-submit's --properties-file for this run.\n"
         "spark.app.name=sparkrunner-test-model\n"
         "spark.authenticate=true\n"
@@ -43,6 +44,7 @@ def test_the_whole_command_line():
         "spark.driver.memory=1g\n"
         "spark.eventLog.enabled=true\n"
         "spark.executor.memory=512m\n"  # the job's choice overrides the operator's default
+        "spark.python.daemon.module=sparkrunner_daemon\n"
         "spark.sql.ansi.enabled=false\n"
         "spark.sql.shuffle.partitions=8\n")
 
@@ -53,7 +55,7 @@ def test_the_smallest_command_line_uses_local_and_no_file_lists():
     assert argv == ["spark-submit", "--master", "local[*]", "--deploy-mode", "client",
                     "--properties-file", "/data/runs/r1/sparkrunner_spark.properties",
                     "/data/runs/r1/sparkrunner_driver.py"]
-    assert properties_text(spark_properties(job)) == (
+    assert properties_text(spark_properties(Settings(), job)) == (
         "# Written by sparkrunner: spark-submit's --properties-file for this run.\n"
         "spark.app.name=sparkrunner-test-model\n")
 

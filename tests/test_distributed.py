@@ -39,10 +39,15 @@ SPREAD_SOURCE = '''\
 import os, time
 from pyspark.sql import SparkSession
 
+def secret_in_environment():
+    """Whether this process holds the cluster's secret in its environment, as Python or /proc sees it."""
+    with open("/proc/self/environ", "rb") as f:
+        return "_SPARK_AUTH_SECRET" in os.environ or b"_SPARK_AUTH_SECRET=" in f.read()
+
 def where(index, rows):
     time.sleep(1)  # long enough that both one-core executors get tasks
     rows = list(rows)
-    yield (index, os.getcwd(), sum(int(r["n"]) ** 2 for r in rows), len(rows))
+    yield (index, os.getcwd(), sum(int(r["n"]) ** 2 for r in rows), len(rows), secret_in_environment())
 
 # modelop.score
 def score(inputs, outputs, attachments):
@@ -52,7 +57,8 @@ def score(inputs, outputs, attachments):
     squares = df.selectExpr("cast(n as int) n", "cast(n as int) * cast(n as int) as square")
     squares.coalesce(1).write.mode("overwrite").option("header", True).csv(outputs[0]["fileUrl"])
     return {"cwds": sorted({p[1] for p in parts}), "sum": sum(p[2] for p in parts),
-            "rows": sum(p[3] for p in parts)}
+            "rows": sum(p[3] for p in parts), "secret_in_workers": [p[4] for p in parts],
+            "secret_in_driver": secret_in_environment()}
 '''
 
 
@@ -112,6 +118,10 @@ def test_a_job_reads_and_writes_hdfs_on_both_workers(setup):
     assert (result["rows"], result["sum"]) == (200, sum(i * i for i in range(1, 201)))
     workers = {Path(cwd).relative_to(Path(info.cluster_dir) / "work").parts[0] for cwd in result["cwds"]}
     assert workers == {"worker-1", "worker-2"}
+    # The Worker gives each executor JVM the cluster's secret in _SPARK_AUTH_SECRET (test_cluster
+    # shows a plain spark-submit's Python workers inherit it); sparkrunner's daemon module starts
+    # them without it. The driver, sandboxed, has it only in its configuration.
+    assert result["secret_in_workers"] == [False] * 4 and result["secret_in_driver"] is False
     files = client.list("/out/squares")
     assert "_SUCCESS" in files and "stale.csv" not in files and "_temporary" not in files
     [part] = [f for f in files if f.startswith("part-")]

@@ -59,7 +59,7 @@ def test_the_operator_can_allow_a_refused_setting():
     allowed = job_settings(doc, settings)
     assert allowed.conf == {"spark.app.name": "sparkrunner-test-model",
                             "spark.driver.extraJavaOptions": "-Dlog4j.level=WARN"}
-    properties = spark_properties(admitted(doc, settings))
+    properties = spark_properties(settings, admitted(doc, settings))
     assert properties["spark.driver.extraJavaOptions"] == "-Dlog4j.level=WARN"
 
 
@@ -119,7 +119,7 @@ def test_the_operators_settings_are_overridden_with_a_warning_not_refused(field,
     assert prop not in job.settings.conf
     argv = build_argv(settings, job, WORKDIR, "spark-submit")
     assert argv[1:5] == ["--master", "spark://10.0.0.1:7077", "--deploy-mode", "client"]
-    assert prop not in spark_properties(job)
+    assert prop not in spark_properties(settings, job)
 
 
 def test_the_configurations_own_value_is_accepted_without_a_warning():

@@ -86,7 +86,7 @@ def argv_and_properties(profile: str, defaults: dict | None = None) -> tuple[lis
     settings = config.load(REPO / "conf" / f"{profile}.yaml")
     job = admitted(JOB, settings)
     return (build_argv(settings, job, WORKDIR, "spark-submit"),
-            properties_text(spark_properties(job, defaults)))
+            properties_text(spark_properties(settings, job, defaults)))
 
 
 def test_yarn():
@@ -94,12 +94,14 @@ def test_yarn():
     assert argv == [
         "spark-submit", "--master", "yarn", "--deploy-mode", "client",
         "--properties-file", "/srv/runs/j1/sparkrunner_spark.properties",
+        "--py-files", "/srv/runs/j1/sparkrunner_daemon.py",
         "/srv/runs/j1/sparkrunner_driver.py"]
     assert properties == HEADER + (
         "spark.app.name=sparkrunner-test-model\n"
         "spark.executor.cores=1\n"
         "spark.executor.instances=2\n"
         "spark.executor.memory=2g\n"
+        "spark.python.daemon.module=sparkrunner_daemon\n"
         "spark.sql.ansi.enabled=false\n"
         "spark.ui.showConsoleProgress=false\n"
         "spark.yarn.queue=analytics\n")
@@ -111,7 +113,7 @@ def test_kubernetes():
     argv, properties = argv_and_properties("kubernetes")
     assert argv == ["spark-submit", "--master", "k8s://https://kubernetes.default.svc:443",
                     "--deploy-mode", "client", "--properties-file", "/srv/runs/j1/sparkrunner_spark.properties",
-                    "/srv/runs/j1/sparkrunner_driver.py"]
+                    "--py-files", "/srv/runs/j1/sparkrunner_daemon.py", "/srv/runs/j1/sparkrunner_driver.py"]
     assert properties == HEADER + (
         "spark.app.name=sparkrunner-test-model\n"
         "spark.driver.host=sparkrunner-driver.sparkrunner.svc\n"
@@ -121,6 +123,7 @@ def test_kubernetes():
         "spark.kubernetes.authenticate.driver.serviceAccountName=sparkrunner\n"
         "spark.kubernetes.container.image=apache/spark-py\\:4.3.0\n"
         "spark.kubernetes.namespace=sparkrunner\n"
+        "spark.python.daemon.module=sparkrunner_daemon\n"
         "spark.sql.ansi.enabled=false\n"
         "spark.ui.showConsoleProgress=false\n"
         "spark.yarn.queue=analytics\n")
@@ -132,6 +135,9 @@ def test_standalone_points_at_the_local_cluster_and_gives_the_driver_its_secret_
         "standalone", {"spark.authenticate": "true", "spark.authenticate.secret": "c0ffee"})
     assert argv == ["spark-submit", "--master", "spark://127.0.0.1:7077", "--deploy-mode", "client",
                     "--properties-file", "/srv/runs/j1/sparkrunner_spark.properties",
+                    # The executors' Python daemon: it starts the workers without the secret
+                    # the Worker put in the executor's environment (tests/test_cluster.py).
+                    "--py-files", "/srv/runs/j1/sparkrunner_daemon.py",
                     "/srv/runs/j1/sparkrunner_driver.py"]
     assert properties == HEADER + (
         "spark.app.name=sparkrunner-test-model\n"
@@ -140,6 +146,7 @@ def test_standalone_points_at_the_local_cluster_and_gives_the_driver_its_secret_
         "spark.cores.max=2\n"
         "spark.executor.cores=1\n"
         "spark.executor.memory=2g\n"
+        "spark.python.daemon.module=sparkrunner_daemon\n"
         "spark.sql.ansi.enabled=false\n"
         "spark.ui.showConsoleProgress=false\n"
         "spark.yarn.queue=analytics\n")
