@@ -24,8 +24,8 @@ pytestmark = pytest.mark.e2e
 MAX_EXAMPLES = 25
 STATEFUL_EXAMPLES = 15
 STATEFUL_STEPS = 10
-#: A job that fails before spark-submit (an hdfs:// input with no namenode configured): a real
-#: stored job for the fuzzer to find, without a JVM.
+#: A real stored job for the fuzzer to find; it runs under the stand-in spark-submit (its hdfs://
+#: input is not checked: no namenode is configured), so without a JVM.
 NO_JVM_JOB = make_job(inputData=[{"assetType": "EXTERNAL_FILE", "name": "in", "fileUrl": "hdfs:///fuzz/in.csv"}])
 
 
