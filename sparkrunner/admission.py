@@ -113,8 +113,9 @@ def _admit_script(document: Mapping[str, Any], settings: Settings, origin: Origi
             errors.append(FieldError("$.file", f"{spec.file!r} is not a file on this machine"))
     if errors or spec is None or resolved is None:
         raise JobInvalid(errors)
-    return AdmittedJob(spec=spec, settings=resolved,
-                       warnings=_with_unchecked(list(resolved.warnings), locations, settings))
+    # Spark fetches a script job's files itself (a missing one ends the job with Spark's error),
+    # as Livy leaves it to Spark: nothing is checked before the run, so nothing is said about it.
+    return AdmittedJob(spec=spec, settings=resolved, warnings=resolved.warnings)
 
 
 def job_locations(doc: Mapping[str, Any], scored: bool) -> list[Location]:

@@ -71,7 +71,7 @@ class ScriptSpec:
     #: The script's file name: in the working directory when it is a local file (copied there
     #: when the job is laid out), on the driver's Python path when it is shipped (``--py-files``).
     filename: str
-    #: A local script's absolute path (then it is copied), None for a URL Spark fetches.
+    #: A local script's resolved path (then it is copied), None for a URL Spark fetches.
     local_path: str | None
     args: tuple[str, ...]
     py_files: tuple[str, ...]
@@ -157,7 +157,8 @@ def build(doc: dict) -> ScriptSpec:
     file = doc["file"]
     local = local_path(file)
     if local is not None:
-        local = os.path.abspath(local)  # sparkrunner run: relative to where it runs
+        # Resolved as the location rules resolve it (links followed): the file that was admitted.
+        local = os.path.realpath(local)
     filename = _last_part(file)
     if not filename.endswith(".py"):
         errors.append(FieldError("$.file", f"{file!r} is not a Python file (*.py); sparkrunner runs "

@@ -68,13 +68,17 @@ def script_metadata_source(spec: ScriptSpec, job_id: str) -> str:
 
 
 def read_script(spec: ScriptSpec) -> bytes:
-    """A local script's bytes, read without following a link (admission resolved its path)."""
+    """A local script's bytes, from the file admission resolved and checked, and no other: a
+    link put in its place, or in place of a directory above it, since then is refused."""
     try:
         fd = os.open(spec.local_path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
-            return f.read()
     except OSError as exc:
         raise WorkdirError(f"cannot read the script {spec.file!r}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as f:
+        if os.readlink(f"/proc/self/fd/{f.fileno()}") != spec.local_path:
+            raise WorkdirError(f"the script {spec.file!r} is no longer {spec.local_path!r}, the file "
+                               "that was admitted: a link replaced part of its path")
+        return f.read()
 
 
 def job_files(spec: JobSpec | ScriptSpec, job_id: str) -> dict[str, bytes]:
