@@ -7,8 +7,11 @@ The DAGs are written as a Livy user writes them; only the connection points at s
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -211,6 +214,74 @@ def test_the_livy_package_creates_waits_reads_the_log_and_kills(service, scripts
     assert "sleeping 300" in LivyBatch(service.url, sleeper.batch_id).log()
     with pytest.raises(ValueError, match="not found"):
         LivyBatch(service.url, 10**9).state
+
+
+# A script fetched by Spark, with a module (pyFiles) and a data file (files) fetched beside it.
+REMOTE = '''\
+import sys
+from pyspark import SparkFiles
+from pyspark.sql import SparkSession
+from wordhelp import count_words
+
+spark = SparkSession.builder.getOrCreate()
+with open(SparkFiles.get("words.txt")) as f:
+    lines = f.read().splitlines()
+counts = spark.sparkContext.parallelize(lines, 2).map(count_words).sum()
+print("words:", counts, "argv:", sys.argv[1:])
+'''
+
+
+@pytest.fixture
+def web(tmp_path):
+    """An HTTP server of a directory, as an artifact store would serve the scripts."""
+    served = tmp_path / "web"
+    served.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        _QuietHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_a_remote_script_runs_with_its_py_files_and_files(service, web):
+    served, url = web
+    (served / "remote.py").write_text(REMOTE)
+    (served / "wordhelp.py").write_text("def count_words(line):\n    return len(line.split())\n")
+    (served / "words.txt").write_text("one two\nthree\nfour five six\n")
+
+    batch = LivyBatch.create(service.url, file=f"{url}/remote.py", args=["a b"],
+                             py_files=[f"{url}/wordhelp.py"], files=[f"{url}/words.txt"])
+
+    assert batch.wait() is SessionState.SUCCESS, batch.log(size=60)
+    assert "words: 6 argv: ['a b']" in batch.log()
+
+
+def test_a_batch_times_out_and_one_outlives_a_restart_of_the_service(tmp_path, scripts):
+    service = Service(tmp_path / "data", max_jobs=2).start()
+    try:
+        slow = service.post("/batches", json={"file": scripts["sleeps"], "args": ["300"],
+                                              "timeoutSeconds": 25}).json()
+        survivor = service.post("/batches", json={"file": scripts["sleeps"], "args": ["20"]}).json()
+        wait_for_state(service, survivor["id"], {"running"})
+        deadline = time.monotonic() + 60
+        while "sleeping 20" not in service.get(f"/batches/{survivor['id']}/log").json()["log"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.25)
+
+        service.kill()  # a crash: the script's spark-submit lives on
+        service.start()
+
+        ended = wait_for_state(service, survivor["id"], {"success", "dead", "killed"})
+        assert (ended["state"], ended["reason"]) == ("success", "exit code 0")
+        timed_out = wait_for_state(service, slow["id"], {"success", "dead", "killed"})
+        assert (timed_out["state"], timed_out["reason"]) == ("dead", "timed out after 25 s")
+    finally:
+        service.stop()
 
 
 def wait_for_state(service: Service, batch_id: int, states: set[str], timeout: float = 180) -> dict:
