@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -33,6 +34,7 @@ from .jobspec import filename_problem
 from .policy import Location
 
 SCRIPT_JOB_TYPE = "SPARK_SCRIPT_JOB"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: Livy's fields that are spark-submit options, and the option each one is.
 OPTION_FIELDS: Mapping[str, str] = {
@@ -141,9 +143,12 @@ def check_shape(document: Mapping[str, Any], limits: LimitSettings = LimitSettin
         raise JobInvalid(errors)
     try:
         text = json.dumps(document, allow_nan=False, ensure_ascii=False)
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise JobInvalid([FieldError("$", f"holds {exc.object[exc.start:exc.end]!r}, a lone surrogate, which "
+                                          "is not a character: it cannot be stored as UTF-8")]) from exc
     except (TypeError, ValueError) as exc:
         raise JobInvalid([FieldError("$", f"holds a value that cannot be stored as JSON: {exc}")]) from exc
-    size = len(text.encode("utf-8", "surrogatepass"))
     if size > limits.max_asset_bytes:
         raise JobInvalid([FieldError("$", f"holds {size} bytes; a script job may hold at most "
                                           f"{limits.max_asset_bytes} (limits.max_asset_bytes)")])
@@ -156,7 +161,7 @@ def build(doc: dict) -> ScriptSpec:
               if doc.get(field)]
     file = doc["file"]
     local = local_path(file)
-    if local is not None:
+    if local is not None and not _CONTROL.search(local):  # else the location rules refuse it
         # Resolved as the location rules resolve it (links followed): the file that was admitted.
         local = os.path.realpath(local)
     filename = _last_part(file)

@@ -166,10 +166,15 @@ def test_an_unknown_batch_is_404_with_a_msg(served, path):
     ({"file": "hdfs:///jobs/etl.py", "jobType": "MODEL_BATCH_JOB"},
      "$.jobType: 'MODEL_BATCH_JOB': a batch is a script job, 'SPARK_SCRIPT_JOB'"),
     ([1, 2], "$: must be a JSON object, not list"),
+    # Found by fuzzing (a 500 once): a NUL in a path, a lone surrogate anywhere.
+    ({"file": "\x00job.py"}, "$.file: its file name '\\x00job.py' is not a plain file name: it may not "
+     "contain NUL or control characters; $.file: '\\x00job.py' holds a NUL or another control character"),
+    ({"file": "job.py", "args": ["\udadb"]}, "$: holds '\\udadb', a lone surrogate, which is not a "
+     "character: it cannot be stored as UTF-8"),
 ])
 def test_a_refused_batch_is_400_with_every_problem_and_nothing_is_stored(served, tmp_path, body, msg):
     client, service = served()
-    answer = client.post("/batches", json=body)
+    answer = client.post("/batches", content=json.dumps(body), headers={"Content-Type": "application/json"})
     assert answer.status_code == 400
     assert answer.json() == {"msg": msg.replace("ROOT", str(tmp_path / "jobs"))}
     assert service.store.list()[1] == 0
