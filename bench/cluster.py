@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sparkrunner import cluster  # noqa: E402
+from sparkrunner import devcluster as cluster  # noqa: E402
 
 SPARKRUNNER = str(Path(sys.executable).with_name("sparkrunner"))
 

@@ -15,7 +15,7 @@ and, to see the machinery apart from the model, two contenders whose per-row wor
   naive_copy    a row-at-a-time Python UDF returning its argument
 
 The Spark contenders share one SparkSession (local[2]) and run in it back to back, so JVM start-up
-is not measured; sparkrunner's paths run through sparkrunner.scoring.run with a validated job, as
+is not measured; sparkrunner's paths run through sparkrunner.inside.scoring.run with a validated job, as
 the driver runs them. Every process computes with one BLAS thread, so that "one process" means one
 core. The model is a StandardScaler + MLPClassifier(64, 64) on six numeric features: enough work
 per row that a batch is not all I/O, little enough that one row at a time finishes.
@@ -163,7 +163,8 @@ class Bench:
         return path
 
     def sparkrunner(self, name: str, source: str) -> None:
-        from sparkrunner import jobspec, scoring
+        from sparkrunner import jobspec
+        from sparkrunner.inside import scoring
 
         asset = lambda n, p: {"assetType": "EXTERNAL_FILE", "name": n, "fileUrl": p.as_uri(),  # noqa: E731
                               "fileFormat": "PARQUET"}

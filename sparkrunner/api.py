@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import sqlite3
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -26,12 +25,12 @@ from starlette.routing import Match
 from . import __version__
 from .auth import CSRF_HEADER, OPEN_PATHS, Guard, Tokens
 from .config import Settings
-from .errors import JobInvalid, SparkRunnerError
+from .errors import JobInvalid, JobNotFound, JobNotStored, StoreError
 from .jobspec import JOB_TYPES, parse_document, schema
 from .script import SCRIPT_JOB_TYPE
 from .service import JobService
 from .states import ACTIVE_STATES, JobStatus
-from .store import JobNotFound, JobRecord
+from .store import JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +83,6 @@ def _error(status: int, detail: str, **extra) -> JSONResponse:
     return JSONResponse({"detail": detail, **extra}, status_code=status)
 
 
-class JobNotStored(SparkRunnerError):
-    """The store could not save a job (a full disk, a locked file); nothing was kept."""
-
-
 #: The request body of every route that submits a job (it is read raw, so FastAPI cannot infer it).
 JOB_REQUEST_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/ModelBatchJob"}}}}}
@@ -122,7 +117,7 @@ async def submit_body(request: Request, idempotency_key: str | None = None,
     try:
         return await run_in_threadpool(service_of(request).submit, as_document(body) if as_document else body,
                                        owner=owner_of(request), idempotency_key=idempotency_key)
-    except sqlite3.Error as exc:
+    except StoreError as exc:
         log.error("Could not store a job: %s", exc)
         raise JobNotStored(f"the job could not be stored: {exc}") from exc
 
@@ -195,8 +190,8 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
                   job_type: JobTypeName | None = Query(None, alias="jobType"),
                   start: int = Query(0, alias="from", ge=0, le=MAX_OFFSET),
                   size: int = Query(20, ge=1, le=MAX_PAGE)):
-        records, total = service_of(request).store.list(status=job_status, job_type=job_type,
-                                          owner=owner_of(request), offset=start, limit=size)
+        records, total = service_of(request).list_jobs(status=job_status, job_type=job_type,
+                                                       owner=owner_of(request), offset=start, limit=size)
         return {"from": start, "size": len(records), "total": total,
                 "jobs": [job_view(r) for r in records]}
 

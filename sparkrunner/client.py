@@ -1,31 +1,98 @@
-"""A client of the sparkrunner REST service, over requests."""
+"""A client of the sparkrunner REST service, and the pieces every client shares.
+
+:class:`Client` (over requests) serves the command line and the Airflow operator; the Airflow
+trigger talks to the service asynchronously through the hook, with the same pieces:
+:func:`error_from_answer` and :func:`unreachable` turn a failed request into the same errors,
+:class:`LogCursor` pages through a job's log from where it last stopped, and :class:`Tolerance`
+decides when a follower gives up on a service that fails to answer.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import requests
 
-from .errors import SparkRunnerError
+from .errors import ApiError, ServiceUnavailable, api_error
 from .states import JobStatus
+
+log = logging.getLogger(__name__)
 
 URL_ENV = "SPARKRUNNER_URL"
 CSRF_HEADER = "X-Requested-By"
 TOKEN_ENV = "SPARKRUNNER_TOKEN"
 DEFAULT_URL = "http://127.0.0.1:8765"
+#: Lines asked for per request when reading a log forward.
+LOG_PAGE = 1000
 
 
-class ApiError(SparkRunnerError):
-    """The service refused a request or could not be reached; ``status`` is 0 for the latter."""
+def error_from_answer(status: int, text: str) -> ApiError:
+    """The error for an HTTP answer with ``status`` (400 or more) and body ``text``: the
+    service's ``detail`` and ``errors`` when the body is its JSON, else the start of the text."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {"detail": text.strip()[:500]}
+    return api_error(status, str(body.get("detail", body)), body.get("errors"))
 
-    def __init__(self, status: int, detail: str, errors: list[dict] | None = None):
-        self.status, self.detail, self.errors = status, detail, errors or []
-        super().__init__(detail if not status else f"HTTP {status}: {detail}")
+
+def unreachable(url: str, exc: BaseException) -> ServiceUnavailable:
+    """The error for a request that got no answer from the service at ``url``."""
+    return ServiceUnavailable(0, f"cannot reach the sparkrunner service at {url}: {str(exc) or repr(exc)}")
+
+
+class LogCursor:
+    """Reads a job's driver log forward, a page at a time, from where it last stopped.
+
+    ``page(start, size)`` answers as ``GET /jobs/{id}/log``: ``{"from", "total", "log"}``.
+    """
+
+    def __init__(self, page: Callable[[int, int], dict], position: int = 0, size: int = LOG_PAGE):
+        self._page = page
+        #: The number of the next line to read (the lines before it were handed out).
+        self.position = position
+        self.size = size
+
+    def read(self) -> Iterator[str]:
+        """Every line not handed out yet, in order, up to the log's present end. ``position``
+        moves with each line, so a failure half-way loses and repeats nothing."""
+        while True:
+            page = self._page(self.position, self.size)
+            lines = page["log"]
+            for offset, line in enumerate(lines, start=1):
+                self.position = page["from"] + offset
+                yield line
+            self.position = page["from"] + len(lines)
+            if self.position >= page["total"] or not lines:
+                return
+
+
+class Tolerance:
+    """How many failed requests in a row a follower puts up with: up to ``max_failures``
+    transient ones (:class:`ServiceUnavailable`: a restart, an overload), and no other."""
+
+    def __init__(self, max_failures: int):
+        self.max_failures = max_failures
+        self.failures = 0
+
+    def failed(self, exc: ApiError) -> bool:
+        """Counts ``exc``; True when asking again may still help."""
+        self.failures += 1
+        return exc.transient and self.failures <= self.max_failures
+
+    def succeeded(self) -> None:
+        self.failures = 0
 
 
 class Client:
+    """The service's REST API over requests; every failure is an :class:`ApiError`."""
+
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0):
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
         self.session = requests.Session()
@@ -40,13 +107,9 @@ class Client:
         try:
             response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            raise ApiError(0, f"cannot reach the sparkrunner service at {self.url}: {exc}") from exc
+            raise unreachable(self.url, exc) from exc
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"detail": response.text.strip()[:500]}
-            raise ApiError(response.status_code, str(body.get("detail", body)), body.get("errors"))
+            raise error_from_answer(response.status_code, response.text)
         return response
 
     def submit(self, document: dict, idempotency_key: str | None = None) -> dict:
@@ -71,6 +134,10 @@ class Client:
             params["from"] = start
         return self._call("GET", f"/jobs/{job_id}/log", params=params).json()
 
+    def log_cursor(self, job_id: str, start: int = 0) -> LogCursor:
+        """A :class:`LogCursor` on the job's log, at line ``start``."""
+        return LogCursor(lambda begin, size: self.log(job_id, start=begin, size=size), start)
+
     def cancel(self, job_id: str) -> dict:
         return self._call("POST", f"/jobs/{job_id}/cancel").json()
 
@@ -78,23 +145,28 @@ class Client:
         return self._call("GET", "/healthz").json()
 
     def wait(self, job_id: str, poll_seconds: float = 1.0, on_line: Callable[[str], None] | None = None,
-             timeout: float | None = None) -> dict:
+             timeout: float | None = None, max_failed_polls: int = 5) -> dict:
         """Follows a job until it ends and returns its last view; with ``on_line``, every new
-        line of its log is passed there as it appears."""
+        line of its log is passed there as it appears. Up to ``max_failed_polls`` transient
+        failures in a row (the service restarting) are waited out."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        seen = 0
+        cursor = self.log_cursor(job_id)
+        tolerance = Tolerance(max_failed_polls)
         while True:
-            job = self.get(job_id)
-            if on_line is not None:
-                while True:
-                    page = self.log(job_id, start=seen, size=1000)
-                    for line in page["log"]:
+            try:
+                job = self.get(job_id)
+                if on_line is not None:
+                    for line in cursor.read():
                         on_line(line)
-                    seen = page["from"] + len(page["log"])
-                    if seen >= page["total"]:
-                        break
-            if JobStatus(job["jobStatus"]).is_terminal:
-                return job
+            except ApiError as exc:
+                if not tolerance.failed(exc):
+                    raise
+                log.warning("Following job %s failed (%d of %d failures in a row tolerated): %s",
+                            job_id, tolerance.failures, max_failed_polls, exc)
+            else:
+                tolerance.succeeded()
+                if JobStatus(job["jobStatus"]).is_terminal:
+                    return job
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} is still {job['jobStatus']} after {timeout} s")
+                raise TimeoutError(f"job {job_id} is still not finished after {timeout} s")
             time.sleep(poll_seconds)

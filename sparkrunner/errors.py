@@ -1,8 +1,21 @@
-"""One base error and a small hierarchy; every error names what was wrong and what would do."""
+"""Every error sparkrunner raises on purpose: one base, a small hierarchy, structured fields.
+
+Each error names what was wrong and what would do. Third-party errors (SQLite's, HTTP clients')
+are converted where they arise, with ``raise … from exc``, so callers catch these classes only.
+The command line picks its exit code by class (:mod:`sparkrunner.cli.exits`).
+
+Two kinds live elsewhere for a reason: the Airflow operator's errors (``JobFailed``,
+``JobRefused`` in :mod:`sparkrunner.airflow.operators`) also derive from Airflow's exception
+classes, and ``ScoringError`` runs inside spark-submit as a file of its own.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .states import JobStatus
 
 
 class SparkRunnerError(Exception):
@@ -23,6 +36,8 @@ class FieldError:
         return f"{self.path}: {self.message}"
 
 
+# --- the job, the configuration and the command line ---------------------------------------------
+
 class JobInvalid(SparkRunnerError):
     """The job document is refused; ``errors`` lists every problem found, not just the first."""
 
@@ -38,9 +53,100 @@ class ConfigError(SparkRunnerError):
     """The configuration file or a configuration value is wrong."""
 
 
-class WorkdirError(SparkRunnerError):
-    """The working directory could not be laid out."""
+class UsageError(SparkRunnerError):
+    """The command line asks for something impossible."""
 
 
 class SparkNotFound(SparkRunnerError):
     """No spark-submit could be found."""
+
+
+# --- laying out and running a job ----------------------------------------------------------------
+
+class WorkdirError(SparkRunnerError):
+    """The working directory could not be laid out."""
+
+
+class HdfsCheckFailed(SparkRunnerError):
+    """Assets on HDFS are missing, outputs already exist under the "fail" policy, or WebHDFS
+    could not be asked; ``errors`` names each, by asset or setting."""
+
+    def __init__(self, errors: list[FieldError]):
+        self.errors = list(errors)
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+
+# --- the job store and the service ---------------------------------------------------------------
+
+class JobNotFound(SparkRunnerError):
+    """No job has this id (or none the asker may see)."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}")
+
+
+class IllegalMove(SparkRunnerError):
+    """A state change the job's states do not allow (a terminal state never changes)."""
+
+    def __init__(self, job_id: str, current: JobStatus, new: JobStatus):
+        self.current, self.new = current, new
+        super().__init__(f"job {job_id} cannot move from {current} to {new}")
+
+
+class StoreError(SparkRunnerError):
+    """The job store could not be read or written (SQLite's error, converted at the store):
+    a full disk, a locked or damaged database file. Nothing of the failed call was kept."""
+
+
+class JobNotStored(StoreError):
+    """The store could not save a submitted job (a full disk, a locked file); nothing was kept."""
+
+
+class DataDirInUse(SparkRunnerError):
+    """Another sparkrunner service holds the data directory: two would run every job twice."""
+
+
+# --- the REST client -----------------------------------------------------------------------------
+
+class ApiError(SparkRunnerError):
+    """The service answered a request with an error; ``status`` is its HTTP status (0 when it
+    could not be reached), ``errors`` the problems a 422 lists."""
+
+    def __init__(self, status: int, detail: str, errors: list[dict] | None = None):
+        self.status, self.detail, self.errors = status, detail, errors or []
+        super().__init__(detail if not status else f"HTTP {status}: {detail}")
+
+    @property
+    def transient(self) -> bool:
+        """True when asking again later may succeed."""
+        return False
+
+
+class RequestRefused(ApiError):
+    """The service refused the request itself (4xx): a wrong id, token or job document."""
+
+
+class ServiceUnavailable(ApiError):
+    """The service could not be reached, failed (5xx) or is overloaded (429)."""
+
+    @property
+    def transient(self) -> bool:
+        return True
+
+
+def api_error(status: int, detail: str, errors: list[dict] | None = None) -> ApiError:
+    """The error class for an answer with HTTP ``status`` (0: no answer at all)."""
+    if status == 0 or status == 429 or status >= 500:
+        return ServiceUnavailable(status, detail, errors)
+    return RequestRefused(status, detail, errors)
+
+
+# --- the development cluster ---------------------------------------------------------------------
+
+class ClusterError(SparkRunnerError):
+    """The development cluster could not be started, stopped or found."""
+
+
+class ClusterUsageError(ClusterError, UsageError):
+    """An argument to the cluster's ``up`` is impossible."""

@@ -17,20 +17,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .config import HdfsSettings
-from .errors import FieldError, SparkRunnerError
+from .errors import FieldError, HdfsCheckFailed
 from .jobspec import JobSpec
 
 log = logging.getLogger(__name__)
 
 SCHEMES = ("hdfs", "webhdfs")
-
-
-class HdfsCheckFailed(SparkRunnerError):
-    """Assets on HDFS are missing, or outputs already exist under the "fail" policy."""
-
-    def __init__(self, errors: list[FieldError]):
-        self.errors = errors
-        super().__init__("; ".join(str(e) for e in errors))
 
 
 def split_url(url: str, settings: HdfsSettings) -> tuple[str, str] | None:

@@ -1,8 +1,12 @@
 """Runs spark-submit: its own process group, its output in driver.log, a recorded end.
 
 spark-submit writes straight into the job's ``driver.log`` (not into a pipe of ours) and its
-supervisor records its exit status, so it outlives whoever started it; a :class:`LogWatcher` follows the file to echo it, keep the last
-lines and pick out the driver's reports.
+supervisor records its exit status, so it outlives whoever started it; a :class:`LogWatcher`
+follows the file to echo it, keep the last lines and pick out the driver's reports.
+
+:class:`Launcher` is the one launch sequence ``sparkrunner run`` and the service share: an
+admitted job is prepared (:func:`sparkrunner.prepare.prepare`) into a :class:`SparkSubmit`,
+which the caller starts and waits for.
 """
 
 from __future__ import annotations
@@ -20,8 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, TextIO
 
-from .command import mask_argv
-from .jobspec import EXIT_FILENAME
+from . import proc
+from .admission import AdmittedJob
+from .command import child_env, mask_argv, spark_submit_path
+from .config import Settings
+from .hdfs import Hdfs
+from .jobspec import EXIT_FILENAME, LOG_FILENAME
+from .prepare import prepare
+from .proc import signal_group
 from .states import JobStatus
 
 log = logging.getLogger(__name__)
@@ -31,6 +41,8 @@ POLL_SECONDS = 0.05
 #: How long spark-submit gets to shut down after SIGTERM before the group is killed.
 TERM_GRACE_SECONDS = 5.0
 _REPORT = "sparkrunner: "
+#: Run with ``python -m``: the supervisor of every spark-submit.
+SUPERVISOR_MODULE = "sparkrunner.inside.supervise"
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,7 @@ class LogWatcher:
             self.ui_url = words[-1] if words and words[-1].startswith("http") else None
 
 
+CANCELLED_REASON = "cancelled by user"
 #: Only a run attached after a restart can end with no exit status recorded.
 LOST_REASON = "lost: the service restarted and the job's process was gone"
 
@@ -108,12 +121,12 @@ def end_reason(returncode: int | None, *, cancelled: bool = False, timeout: floa
     """
     if returncode is None:
         if cancelled:
-            return Outcome(JobStatus.CANCELLED, "cancelled by user", tail=tail)
+            return Outcome(JobStatus.CANCELLED, CANCELLED_REASON, tail=tail)
         return Outcome(JobStatus.ERROR, LOST_REASON, tail=tail)
     sig = -returncode if returncode < 0 else None
     code = returncode if returncode >= 0 else None
     if cancelled:
-        return Outcome(JobStatus.CANCELLED, "cancelled by user", code, sig, tail)
+        return Outcome(JobStatus.CANCELLED, CANCELLED_REASON, code, sig, tail)
     if timeout is not None:
         return Outcome(JobStatus.ERROR, f"timed out after {timeout:g} s", code, sig, tail)
     if returncode == 0:
@@ -133,7 +146,7 @@ def _last_error_line(tail: tuple[str, ...]) -> str | None:
 
 
 class SparkSubmit:
-    """One spark-submit in its own process group, under :mod:`sparkrunner.supervise`.
+    """One spark-submit in its own process group, under :mod:`sparkrunner.inside.supervise`.
 
     Output goes to ``log_path``; the supervisor writes the exit status to ``exit_file``, so the
     end can be told even by a process that did not start it (see :meth:`attach`).
@@ -167,11 +180,12 @@ class SparkSubmit:
             out.write(f"{_REPORT}command: {shlex.join(mask_argv(self.argv))}\n".encode())
             out.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "sparkrunner.supervise", str(self.exit_file), "--", *self.argv],
+                [sys.executable, "-m", SUPERVISOR_MODULE, str(self.exit_file), "--", *self.argv],
                 cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
         self.pid = self.process.pid
-        self.start_time = process_start_time(self.pid)
+        started = proc.start_time(self.pid)
+        self.start_time = None if started is None else str(started)
         log.info("Started spark-submit (group %d) in %r.", self.pid, str(self.cwd))
         return self.pid
 
@@ -179,7 +193,7 @@ class SparkSubmit:
         if self.process is not None:
             return self.process.poll() is None
         return (self.pid is not None and self.start_time is not None
-                and process_start_time(self.pid) == self.start_time)
+                and proc.is_running(self.pid, self.start_time))
 
     def terminate(self, cancelled: bool = False) -> None:
         """Asks the whole group to stop (SIGTERM); :meth:`wait` kills it if it lingers."""
@@ -241,7 +255,7 @@ class SparkSubmit:
 def started_by_supervisor(exit_file: Path) -> tuple[int, str] | None:
     """(pid, start time) the supervisor of a run wrote beside ``exit_file``; None if it never
     started (or wrote nothing readable)."""
-    from .supervise import started_file
+    from .inside.supervise import started_file
 
     try:
         found = json.loads(Path(started_file(str(exit_file))).read_text())
@@ -250,26 +264,32 @@ def started_by_supervisor(exit_file: Path) -> tuple[int, str] | None:
         return None
 
 
-def process_start_time(pid: int) -> str | None:
-    """The start time of a live process (clock ticks since boot), None if gone or a zombie.
+class Launcher:
+    """Turns admitted jobs into spark-submits under one configuration.
 
-    Recorded with a pid, it tells a reused pid from the process that was started.
+    The spark-submit program, its environment and the HDFS clients are found once; every job
+    then goes the same way, whoever launches it: :meth:`prepare` lays out its working directory
+    and returns its :class:`SparkSubmit`, not yet started.
     """
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] == "Z" else fields[19]
 
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.spark_submit = spark_submit_path(settings)  # SparkNotFound: before any job is taken
+        self.env = child_env(settings)
+        self.hdfs = Hdfs(settings.hdfs)
 
-def signal_group(pgid: int, sig: int) -> bool:
-    """Sends ``sig`` to a process group; a group that is already gone is not an error."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        log.warning("Not allowed to signal process group %d.", pgid)
-        return False
+    def prepare(self, job: AdmittedJob, workdir: Path, job_id: str) -> SparkSubmit:
+        """Lays out ``workdir`` for ``job`` and returns the spark-submit that runs it.
+
+        Renders, checks HDFS and stages (network calls, each up to ``hdfs.timeout_seconds``):
+        call it outside any lock others wait on. Raises HdfsCheckFailed or WorkdirError.
+        """
+        workdir = Path(workdir)
+        argv = prepare(self.settings, job, workdir, job_id, self.spark_submit, self.hdfs)
+        return SparkSubmit(argv, workdir, self.env, workdir / LOG_FILENAME, workdir / EXIT_FILENAME)
+
+    @staticmethod
+    def attach(pid: int | None, start_time: str | None, workdir: Path) -> SparkSubmit:
+        """A handle on the spark-submit an earlier launch started in ``workdir``."""
+        workdir = Path(workdir)
+        return SparkSubmit.attach(pid, start_time, workdir, workdir / LOG_FILENAME, workdir / EXIT_FILENAME)

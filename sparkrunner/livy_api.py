@@ -24,11 +24,11 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .api import JobNotStored, owner_of, service_of, submit_body
-from .errors import FieldError, JobInvalid
+from .api import owner_of, service_of, submit_body
+from .errors import FieldError, JobInvalid, JobNotFound, StoreError
 from .script import ACCEPTED_FIELDS, SCRIPT_JOB_TYPE
 from .states import ACTIVE_STATES, JobStatus
-from .store import JobNotFound, JobRecord
+from .store import JobRecord
 
 BATCHES = "/batches"
 #: How many of the log's last lines a batch carries in ``log``, as Livy's batch view does.
@@ -126,7 +126,7 @@ class LivyRoute(APIRoute):
                 return livy_error(400, "; ".join(str(e) for e in exc.errors))
             except RequestValidationError as exc:
                 return livy_error(400, "; ".join(_validation_message(e) for e in exc.errors()))
-            except JobNotStored as exc:
+            except StoreError as exc:  # JobNotStored among them: nothing was kept
                 return livy_error(503, str(exc))
             except StarletteHTTPException as exc:
                 return livy_error(exc.status_code, str(exc.detail), exc.headers)
@@ -185,7 +185,7 @@ def livy_router(prefix: str = "") -> APIRouter:
     def find_batch(request: Request, batch_id: str) -> JobRecord:
         if not batch_id.isascii() or not batch_id.isdigit() or int(batch_id) > MAX_OFFSET:
             raise JobNotFound(batch_id)
-        record = service_of(request).store.get_seq(int(batch_id))
+        record = service_of(request).get_batch(int(batch_id))
         if record.owner != owner_of(request):
             raise JobNotFound(batch_id)  # another user's batch does not exist for you
         return record
@@ -204,8 +204,8 @@ def livy_router(prefix: str = "") -> APIRouter:
     @router.get("", summary="A page of batches, oldest first, as Livy lists them", responses=BATCH_RESPONSES)
     def list_batches(request: Request, start: int = Query(0, alias="from", ge=0, le=MAX_OFFSET),
                      size: int = Query(100, ge=1, le=MAX_LIST_PAGE)):
-        records, total = service_of(request).store.list(owner=owner_of(request), offset=start,
-                                                        limit=size, oldest_first=True)
+        records, total = service_of(request).list_jobs(owner=owner_of(request), offset=start,
+                                                       limit=size, oldest_first=True)
         return {"from": start, "total": total, "sessions": [batch_view(r) for r in records]}
 
     @router.get("/{batch_id}", summary="A batch: state, application, last log lines", responses=BATCH_RESPONSES)

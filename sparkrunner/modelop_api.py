@@ -94,7 +94,7 @@ async def submit(request: Request, idempotency_key: str | None = Header(None, al
 @router.get(JOBS_PATH, summary="A page of jobs, newest first, as Spring Data REST pages them")
 def list_jobs(request: Request, page: int = Query(0, ge=0, le=MAX_PAGE_NUMBER, description="page number, from 0"),
               size: int = Query(20, ge=1, le=MAX_PAGE, description="jobs per page")):
-    records, total = service_of(request).store.list(owner=owner_of(request), offset=page * size, limit=size)
+    records, total = service_of(request).list_jobs(owner=owner_of(request), offset=page * size, limit=size)
     pages = math.ceil(total / size)
 
     def link(number: int) -> dict[str, str]:

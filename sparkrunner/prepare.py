@@ -1,8 +1,9 @@
 """From an admitted job to a laid-out working directory and the command that runs it.
 
-The one sequence both `sparkrunner run` and the service follow, so they cannot drift apart:
-build the command line, look at HDFS (missing inputs fail here, before any JVM), lay out the
-working directory with the job's warnings at the top of its log, stage it.
+Build the command line, look at HDFS (missing inputs fail here, before any JVM), lay out the
+working directory with the job's warnings at the top of its log, stage it. It is the first half
+of the launch sequence `sparkrunner run` and the service share (:class:`sparkrunner.launcher.Launcher`),
+so they cannot drift apart.
 """
 
 from __future__ import annotations

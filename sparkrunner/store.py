@@ -2,6 +2,7 @@
 
 A job's state changes only through :meth:`JobStore.move`, which checks the move is allowed and
 saves it in the same transaction. Every write is committed (and synced) before it returns.
+SQLite's own errors are converted here into :class:`~sparkrunner.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import SparkRunnerError
+from .errors import IllegalMove, JobNotFound, StoreError
 from .states import ACTIVE_STATES, JobStatus, can_move
 
 SCHEMA = """
@@ -47,18 +48,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 """
-
-
-class JobNotFound(SparkRunnerError):
-    def __init__(self, job_id: str):
-        self.job_id = job_id
-        super().__init__(f"no job with id {job_id!r}")
-
-
-class IllegalMove(SparkRunnerError):
-    def __init__(self, job_id: str, current: JobStatus, new: JobStatus):
-        self.current, self.new = current, new
-        super().__init__(f"job {job_id} cannot move from {current} to {new}")
 
 
 @dataclass(frozen=True)
@@ -113,17 +102,18 @@ class JobStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
-                                   timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a job acknowledged to a client survives a power cut, not just a crash.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        present = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for column, definition in _ADDED_COLUMNS.items():
-            if column not in present:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
+        with self._converted("be opened"):
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                       timeout=30)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a job acknowledged to a client survives a power cut, not just a crash.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            present = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for column, definition in _ADDED_COLUMNS.items():
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
         self.path.chmod(0o600)
         self._end_corrupt_records()
 
@@ -141,12 +131,25 @@ class JobStore:
                             "not a job state", time.time(), row["id"]))
 
     def close(self) -> None:
-        with self._lock:
+        with self._reading("be closed"):
             self._db.close()
 
     @contextmanager
+    def _converted(self, doing: str) -> Iterator[None]:
+        """Turns SQLite's errors into StoreError, saying what the store could not do."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"the job store {str(self.path)!r} could not {doing}: {exc}") from exc
+
+    @contextmanager
+    def _reading(self, doing: str = "be read") -> Iterator[sqlite3.Connection]:
+        with self._lock, self._converted(doing):
+            yield self._db
+
+    @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._converted("save the change"):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -178,16 +181,16 @@ class JobStore:
             return JobRecord.from_row(row), True
 
     def get(self, job_id: str) -> JobRecord:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(job_id)
         return JobRecord.from_row(row)
 
     def get_seq(self, seq: int) -> JobRecord:
         """The job whose ``seq`` (the store's integer key, Livy's batch id) is ``seq``."""
-        with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE seq = ?", (seq,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM jobs WHERE seq = ?", (seq,)).fetchone()
         if row is None:
             raise JobNotFound(str(seq))
         return JobRecord.from_row(row)
@@ -209,9 +212,9 @@ class JobStore:
             args.append(owner)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         order = "ASC" if oldest_first else "DESC"
-        with self._lock:
-            total = self._db.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()[0]
-            rows = self._db.execute(f"SELECT * FROM jobs{clause} ORDER BY seq {order} LIMIT ? OFFSET ?",
+        with self._reading() as db:
+            total = db.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()[0]
+            rows = db.execute(f"SELECT * FROM jobs{clause} ORDER BY seq {order} LIMIT ? OFFSET ?",
                                     [*args, limit, offset]).fetchall()
         return [JobRecord.from_row(r) for r in rows], total
 

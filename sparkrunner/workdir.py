@@ -26,12 +26,12 @@ FILE_MODE = 0o600
 
 def driver_source() -> str:
     """The fixed driver script copied into every working directory."""
-    return resources.files("sparkrunner").joinpath("driver.py").read_text()
+    return resources.files("sparkrunner.inside").joinpath("driver.py").read_text()
 
 
 def scoring_source() -> str:
     """The fixed module of the distributed scoring path, copied in when a job uses it."""
-    return resources.files("sparkrunner").joinpath("scoring.py").read_text()
+    return resources.files("sparkrunner.inside").joinpath("scoring.py").read_text()
 
 
 def metadata_source(spec: JobSpec, job_id: str) -> str:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sparkrunner import cluster, config
+from sparkrunner import config
+from sparkrunner import devcluster as cluster
 from sparkrunner.command import child_env, spark_submit_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,6 +157,28 @@ def tail(path: Path, lines: int = 40) -> str:
         return ""
 
 
+def job_settings(cluster_dir: Path) -> tuple[str, dict[str, str], dict[str, str]]:
+    """What spark-submit needs to run a job on the cluster: master URL, Spark properties, environment.
+
+    The properties go on spark-submit's command line, so they hold no secret: the secret reaches
+    the driver through ``SPARK_CONF_DIR``, whose spark-defaults.conf spark-submit reads (it has to
+    be in the driver's configuration: Spark 4.3's driver ignores ``_SPARK_AUTH_SECRET`` and
+    ``spark.authenticate.secret.file`` for a ``spark://`` master). Executors get it from their
+    Worker. The environment replaces ``spark.env``'s default, so it keeps SPARK_LOCAL_IP.
+    conf/standalone.yaml says the same to a configured service.
+    """
+    info = cluster.read_info(cluster_dir)
+    if info is None:
+        raise cluster.ClusterError(f"no cluster is recorded in {str(Path(cluster_dir).resolve())!r}; "
+                                   f"start one with: sparkrunner cluster up --cluster-dir {cluster_dir}")
+    if not (Path(info.client_conf_dir) / "spark-defaults.conf").is_file():
+        raise cluster.ClusterError(f"the cluster's client configuration in {info.client_conf_dir!r} is "
+                                   "missing; restart the cluster (sparkrunner cluster down, then up)")
+    conf = {"spark.authenticate": "true"}
+    env = {"SPARK_CONF_DIR": info.client_conf_dir, "SPARK_LOCAL_IP": "127.0.0.1"}
+    return info.master_url, conf, env
+
+
 def job_env_and_argv(info: cluster.ClusterInfo, script: Path, *args: str,
                      conf: dict[str, str] | None = None, env: dict[str, str] | None = None,
                      with_cluster_settings: bool = True) -> tuple[dict[str, str], list[str]]:
@@ -163,7 +186,7 @@ def job_env_and_argv(info: cluster.ClusterInfo, script: Path, *args: str,
     profile = config.load(PROFILE)
     spark = profile.spark
     if with_cluster_settings:
-        master, cluster_conf, cluster_env = cluster.job_settings(Path(info.cluster_dir))
+        master, cluster_conf, cluster_env = job_settings(Path(info.cluster_dir))
         spark = dataclasses.replace(spark, master=master, conf={**spark.conf, **cluster_conf},
                                     env={**spark.env, **cluster_env})
     else:
@@ -214,7 +237,7 @@ def secret(spark_cluster) -> str:
 
 def test_job_settings_without_a_cluster_say_how_to_start_one(tmp_path):
     with pytest.raises(cluster.ClusterError, match="sparkrunner cluster up"):
-        cluster.job_settings(tmp_path)
+        job_settings(tmp_path)
 
 
 def test_down_without_a_cluster_does_nothing(tmp_path):

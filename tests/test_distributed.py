@@ -16,7 +16,7 @@ from hdfs import InsecureClient
 
 from conftest import REPO, make_job
 from service_helpers import Service
-from sparkrunner import cluster
+from sparkrunner import devcluster as cluster
 from support.webhdfs import WebHdfsServer
 
 sys.path.insert(0, str(REPO / "jobs"))

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sparkrunner import driver
+from sparkrunner.inside import driver
 
 
 def test_results_with_numpy_values_and_nan_are_saved():

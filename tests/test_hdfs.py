@@ -7,7 +7,8 @@ from hdfs import InsecureClient
 
 from conftest import make_job
 from sparkrunner.config import HdfsSettings
-from sparkrunner.hdfs import Hdfs, HdfsCheckFailed, needs_hdfs, split_url
+from sparkrunner.errors import HdfsCheckFailed
+from sparkrunner.hdfs import Hdfs, needs_hdfs, split_url
 from sparkrunner.jobspec import validate
 from support.webhdfs import WebHdfsServer
 

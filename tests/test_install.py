@@ -11,6 +11,8 @@ import pytest
 
 from conftest import REPO
 from sparkrunner import cli
+from sparkrunner.cli.exits import EXIT_INVALID
+from sparkrunner.cli.main import missing_package
 
 
 def test_the_service_packages_are_dependencies_and_the_old_extra_still_installs():
@@ -22,15 +24,15 @@ def test_the_service_packages_are_dependencies_and_the_old_extra_still_installs(
 
 def test_a_missing_package_is_named_with_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
-    assert cli.main(["serve"]) == cli.EXIT_INVALID
+    assert cli.main(["serve"]) == EXIT_INVALID
     err = capsys.readouterr().err
     assert err.startswith("error: the Python package 'uvicorn' is not installed: pip install uvicorn")
     assert "Traceback" not in err
 
 
 def test_the_name_to_install_is_the_packages_not_the_modules():
-    assert cli.missing_package("yaml.constructor") == "pyyaml"
-    assert cli.missing_package("fastapi.routing") == "fastapi"
+    assert missing_package("yaml.constructor") == "pyyaml"
+    assert missing_package("fastapi.routing") == "fastapi"
 
 
 def test_the_airflow_classes_without_airflow_name_the_extra(monkeypatch):

@@ -1,4 +1,4 @@
-"""The distributed scoring path (sparkrunner/scoring.py) in one shared local[2] SparkSession.
+"""The distributed scoring path (sparkrunner/inside/scoring.py) in one shared local[2] SparkSession.
 
 Jobs are validated as documents (so the plan is the one a real job gets) and scored in process;
 `tests/test_scoring_e2e.py` runs them through spark-submit.
@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from conftest import make_job
-from sparkrunner import jobspec, scoring
+from sparkrunner import jobspec
+from sparkrunner.inside import scoring
 
 pytestmark = pytest.mark.e2e  # a real JVM, started once for the module
 
@@ -294,7 +295,7 @@ def test_several_inputs_are_scored_together(spark, tmp_path):
 
 
 def test_a_model_raising_on_a_worker_is_reported_by_its_own_error_line(spark, tmp_path, capsys):
-    from sparkrunner import driver
+    from sparkrunner.inside import driver
 
     data = write_input(tmp_path / "in.csv", NUMBERS.head(3), "CSV")
     source = "# modelop.score\ndef action(record):\n    return {'y': record['nope']}\n"

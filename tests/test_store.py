@@ -1,11 +1,13 @@
 """The SQLite job store: one function moves states; terminal states never change."""
 
+import sqlite3
 import threading
 
 import pytest
 
+from sparkrunner.errors import IllegalMove, JobNotFound
 from sparkrunner.states import JobStatus, can_move
-from sparkrunner.store import IllegalMove, JobNotFound, JobStore
+from sparkrunner.store import JobStore
 
 
 @pytest.fixture
@@ -105,7 +107,7 @@ def test_concurrent_moves_let_exactly_one_win(store):
 
 
 def test_the_log_tail_reads_only_the_end(tmp_path):
-    from sparkrunner.service import tail_lines
+    from sparkrunner.service.reader import tail_lines
 
     log = tmp_path / "driver.log"
     log.write_text("".join(f"line {i}\n" for i in range(100_000)))
@@ -140,3 +142,19 @@ def test_the_log_pager_holds_back_an_unfinished_last_line_until_the_job_ends(tmp
             JobService(Settings(data_dir=tmp_path / "data"))
     finally:
         service.close()
+
+
+def test_sqlite_errors_become_store_errors_saying_what_failed(tmp_path):
+    from sparkrunner.errors import StoreError
+
+    (tmp_path / "a-directory.db").mkdir()
+    with pytest.raises(StoreError, match="could not be opened: unable to open database file") as caught:
+        JobStore(tmp_path / "a-directory.db")
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+    store = JobStore(tmp_path / "jobs.db")
+    store.close()
+    with pytest.raises(StoreError, match=r"jobs.db' could not be read: Cannot operate on a closed database"):
+        store.get("j1")
+    with pytest.raises(StoreError, match="could not save the change"):
+        store.create(id="j1", owner="", idempotency_key=None, job_type="MODEL_BATCH_JOB", name="m",
+                     document={}, timeout_seconds=None)

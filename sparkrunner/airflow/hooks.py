@@ -9,18 +9,13 @@ from urllib.parse import urlsplit
 import httpx
 from airflow.sdk import BaseHook
 
-from ..client import CSRF_HEADER, ApiError, Client
-from ..errors import ConfigError
+from ..client import CSRF_HEADER, Client, error_from_answer, unreachable
+from ..errors import ApiError, ConfigError
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
 DEFAULT_SCHEME = "http"
-
-
-def is_transient(exc: ApiError) -> bool:
-    """True when asking again later may succeed: the service was unreachable, overloaded or failing."""
-    return exc.status == 0 or exc.status == 429 or exc.status >= 500
 
 
 def endpoint(conn: Connection) -> tuple[str, str | None]:
@@ -47,23 +42,13 @@ def endpoint(conn: Connection) -> tuple[str, str | None]:
     return url, conn.password or None
 
 
-def _raise_for_status(response: httpx.Response) -> None:
-    """Turns an error answer into the same ApiError the blocking client raises."""
-    if response.status_code < 400:
-        return
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"detail": response.text.strip()[:500]}
-    raise ApiError(response.status_code, str(body.get("detail", body)), body.get("errors"))
-
-
 class SparkRunnerHook(BaseHook):
     """Talks to a sparkrunner service named by an Airflow connection of type ``sparkrunner``.
 
     The blocking methods serve operators on workers; the ``a``-prefixed ones serve triggers,
     which must not block the triggerer's event loop. Every failure is a
-    :class:`sparkrunner.client.ApiError`, with ``status`` 0 when the service was unreachable.
+    :class:`sparkrunner.errors.ApiError`: :class:`~sparkrunner.errors.ServiceUnavailable` when
+    the service was unreachable or failing (asking again later may help).
     """
 
     conn_name_attr = "sparkrunner_conn_id"
@@ -134,8 +119,9 @@ class SparkRunnerHook(BaseHook):
             async with httpx.AsyncClient(timeout=self.timeout) as http:
                 response = await http.request(method, url + path, headers=headers)
         except httpx.HTTPError as exc:
-            raise ApiError(0, f"cannot reach the sparkrunner service at {url}: {exc!r}") from exc
-        _raise_for_status(response)
+            raise unreachable(url, exc) from exc
+        if response.status_code >= 400:
+            raise error_from_answer(response.status_code, response.text)
         return response.json()
 
     async def aget(self, job_id: str) -> dict:

@@ -14,10 +14,10 @@ from airflow.sdk import BaseOperator, XComArg, conf
 from airflow.sdk.exceptions import (
     AirflowException, AirflowFailException, AirflowTaskTimeout, TaskDeferralTimeout)
 
-from ..client import ApiError
-from ..errors import SparkRunnerError
+from ..client import LOG_PAGE, LogCursor, Tolerance
+from ..errors import ApiError, SparkRunnerError
 from ..states import JobStatus
-from .hooks import SparkRunnerHook, is_transient
+from .hooks import SparkRunnerHook
 from .triggers import SparkRunnerJobTrigger
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 JOB_ID_KEY = "job_id"
-LOG_PAGE = 1000
 # Fields that travel verbatim: model code and file contents may well contain "{{", "{%" or "{#",
 # and they are the model's business, not Airflow's.
 VERBATIM = {"SOURCE_CODE": "sourceCode", "FILE": "content"}
@@ -198,19 +197,18 @@ class SparkRunnerJobOperator(BaseOperator):
     def _wait(self) -> dict:
         """Polls the job to its end, copying its log into the task log as it grows; returns the
         job's last view."""
-        failures = 0
+        tolerance = Tolerance(self.max_failed_polls)
         while True:
             try:
                 view = self.hook.get(self.job_id)
                 self._copy_log()
             except ApiError as exc:
-                failures += 1
-                if not is_transient(exc) or failures > self.max_failed_polls:
+                if not tolerance.failed(exc):
                     raise JobFailed(self.job_id, f"cannot follow it: {exc}") from exc
                 self.log.warning("Polling job %s failed (%d of %d failures in a row tolerated): %s",
-                                 self.job_id, failures, self.max_failed_polls, exc)
+                                 self.job_id, tolerance.failures, self.max_failed_polls, exc)
             else:
-                failures = 0
+                tolerance.succeeded()
                 if JobStatus(view["jobStatus"]).is_terminal:
                     return view
             time.sleep(self.poll_interval)
@@ -239,13 +237,13 @@ class SparkRunnerJobOperator(BaseOperator):
 
     def _copy_log(self) -> None:
         """Copies the job's log lines this process has not copied yet into the task log."""
-        while True:
-            page = self.hook.log(self.job_id, start=self._log_lines, size=LOG_PAGE)
-            for line in page["log"]:
+        cursor = LogCursor(lambda start, size: self.hook.log(self.job_id, start=start, size=size),
+                           self._log_lines, LOG_PAGE)
+        try:
+            for line in cursor.read():
                 self.log.info("[job] %s", line)
-            self._log_lines = page["from"] + len(page["log"])
-            if self._log_lines >= page["total"] or not page["log"]:
-                return
+        finally:
+            self._log_lines = cursor.position
 
     def _copy_log_safely(self) -> None:
         try:
@@ -284,14 +282,13 @@ class SparkRunnerJobOperator(BaseOperator):
 
     def _tolerating(self, call: Callable[[], T]) -> T:
         """``call()``, asked again after a transient failure, up to max_failed_polls times."""
-        failures = 0
+        tolerance = Tolerance(self.max_failed_polls)
         while True:
             try:
                 return call()
             except ApiError as exc:
-                failures += 1
-                if not is_transient(exc) or failures > self.max_failed_polls:
+                if not tolerance.failed(exc):
                     raise
                 self.log.warning("The sparkrunner service failed a request (%d of %d failures in a row "
-                                 "tolerated): %s", failures, self.max_failed_polls, exc)
+                                 "tolerated): %s", tolerance.failures, self.max_failed_polls, exc)
                 time.sleep(self.poll_interval)

@@ -9,9 +9,10 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from ..client import ApiError
+from ..client import Tolerance
+from ..errors import ApiError
 from ..states import JobStatus
-from .hooks import SparkRunnerHook, is_transient
+from .hooks import SparkRunnerHook
 
 
 class SparkRunnerJobTrigger(BaseTrigger):
@@ -48,20 +49,19 @@ class SparkRunnerJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
-        failures = 0
+        tolerance = Tolerance(self.max_failed_polls)
         status = None
         while True:
             try:
                 view = await hook.aget(self.job_id)
             except ApiError as exc:
-                failures += 1
-                if not is_transient(exc) or failures > self.max_failed_polls:
+                if not tolerance.failed(exc):
                     yield self._event("error", message=f"cannot follow it: {exc}")
                     return
                 self.log.warning("Polling job %s failed (%d of %d failures in a row tolerated): %s",
-                                 self.job_id, failures, self.max_failed_polls, exc)
+                                 self.job_id, tolerance.failures, self.max_failed_polls, exc)
             else:
-                failures = 0
+                tolerance.succeeded()
                 status = JobStatus(view["jobStatus"])
                 if status.is_terminal:
                     view.pop("logTail", None)  # the operator copies the whole log instead

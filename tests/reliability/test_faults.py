@@ -149,14 +149,19 @@ def test_damaged_records_and_working_directories_end_in_error_and_the_rest_run(t
 
 
 def no_jvm_job() -> dict:
-    """A job that ends before spark-submit (an HDFS input, and no namenode configured), with a
-    FILE asset that makes each stored record large: the disk fills fast and no JVM starts."""
+    """A job that ends before spark-submit (an HDFS input, checked at a namenode that is a closed
+    port: see NO_NAMENODE), with a FILE asset that makes each stored record large: the disk
+    fills fast and no JVM starts."""
     return make_job(inputData=[{"assetType": "EXTERNAL_FILE", "fileUrl": "hdfs:///in.csv"}],
                     assets=[{"assetType": "FILE", "filename": "pad.txt", "content": "x" * 20_000}])
 
 
+#: Without a namenode an hdfs:// input is not checked, only warned about, and the job runs.
+NO_NAMENODE = "hdfs:\n  namenode: http://127.0.0.1:9\n  timeout_seconds: 2\n"
+
+
 def test_a_full_disk_during_submit_never_acknowledges_an_unstored_job(tmp_path):
-    service = Service(tmp_path / "data").start(file_size_limit=256 * 1024)
+    service = Service(tmp_path / "data", extra=NO_NAMENODE).start(file_size_limit=256 * 1024)
     acknowledged, refused = [], []
     try:
         for _ in range(200):
@@ -176,7 +181,8 @@ def test_a_full_disk_during_submit_never_acknowledges_an_unstored_job(tmp_path):
     try:
         for job_id in acknowledged:
             job = service.wait_for(job_id, TERMINAL, timeout=60)
-            assert job["jobStatus"] == "ERROR" and job["reason"].startswith("before spark-submit: hdfs.namenode")
+            assert job["jobStatus"] == "ERROR", job
+            assert job["reason"].startswith("before spark-submit: http://127.0.0.1:9: cannot reach WebHDFS"), job
         listed = {j["id"] for j in service.get("/jobs", params={"size": 1000}).json()["jobs"]}
         assert set(acknowledged) <= listed
         assert_nothing_unfinished(service)

@@ -1,9 +1,10 @@
 """Runs one command and records how it ended, so a restarted service can still tell.
 
-``python -m sparkrunner.supervise EXIT_FILE -- ARGV...`` runs ARGV in this process group,
+``python -m sparkrunner.inside.supervise EXIT_FILE -- ARGV...`` runs ARGV in this process group,
 waits for it, writes ``{"returncode": N}`` to EXIT_FILE (atomically) and exits the same way.
 It outlives SIGTERM sent to its group, so it can record how the command reacted to it; only
-SIGKILL of the whole group ends it unrecorded. Standard library only: it starts on every run.
+SIGKILL of the whole group ends it unrecorded. Standard library only (and :mod:`sparkrunner.proc`,
+which is too): it starts on every run.
 """
 
 import json
@@ -11,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+
+from ..proc import start_time
 
 
 def write_json(path, value):
@@ -33,19 +36,14 @@ def started_file(exit_file):
     return os.path.join(os.path.dirname(exit_file), "supervisor.json")
 
 
-def own_start_time():
-    """This process's start time in clock ticks since boot, as /proc/<pid>/stat field 22."""
-    with open("/proc/self/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[19]
-
-
 def main(args):
     if len(args) < 3 or args[1] != "--":
-        sys.stderr.write("usage: python -m sparkrunner.supervise EXIT_FILE -- ARGV...\n")
+        sys.stderr.write("usage: python -m sparkrunner.inside.supervise EXIT_FILE -- ARGV...\n")
         return 2
     exit_file, argv = args[0], args[2:]
     # First of all: a service that dies before it saves our pid finds it here on restart.
-    write_json(started_file(exit_file), {"pid": os.getpid(), "start": own_start_time()})
+    pid = os.getpid()
+    write_json(started_file(exit_file), {"pid": pid, "start": str(start_time(pid))})
     # A handler, not SIG_IGN: handlers are reset by exec, so the command still gets the signal.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)

@@ -2,7 +2,7 @@
 
 :func:`up` starts one Master and N Workers with the wheel's ``bin/spark-class`` (the wheel has no
 ``sbin/start-*.sh``), all on 127.0.0.1; :func:`down` stops exactly those processes; :func:`status`
-reports on them; :func:`job_settings` says what spark-submit needs to run a job on the cluster.
+reports on them. What ``cluster up`` writes into the cluster directory is in :mod:`.record`.
 
 Security, as verified against Spark 4.3:
 
@@ -26,7 +26,6 @@ Linux only: processes are told apart by their start time in ``/proc/<pid>/stat``
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -36,15 +35,15 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .errors import SparkRunnerError
-from .launcher import signal_group
+from ..errors import ClusterError, ClusterUsageError
+from ..proc import group_members, is_running, listening_ports, signal_group, stat
+from .record import (CLIENT_CONF_DIR, DAEMON_CONF_DIR, DAEMON_PROPERTIES, SECRET_FILE, STATE_FILE,
+                     ClusterInfo, Daemon, forget, properties_text, read_info, write_private)
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +51,6 @@ HOST = "127.0.0.1"
 DEFAULT_CLUSTER_DIR = Path("build/cluster")
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
-
-STATE_FILE = "cluster.json"
-SECRET_FILE = "secret"
-DAEMON_CONF_DIR = "daemon-conf"
-DAEMON_PROPERTIES = "daemon.properties"
-CLIENT_CONF_DIR = "client-conf"
 
 #: The environment variable Spark's SecurityManager reads the shared secret from.
 SECRET_ENV = "_SPARK_AUTH_SECRET"
@@ -70,62 +63,13 @@ DAEMON_CONF: dict[str, str] = {
 
 START_TIMEOUT = 60.0
 STOP_GRACE = 10.0
-_MEMORY = re.compile(r"^[1-9][0-9]*[mMgGtT]$")
+#: A Worker's memory as Spark takes it: 512m, 1g.
+MEMORY = re.compile(r"^[1-9][0-9]*[mMgGtT]$")
 _LOG_TAIL_LINES = 15
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # Popen objects of the daemons this Python process started: kept so that down() in the same process
 # reaps them (a zombie still has its /proc entry) and Python does not warn about live children.
 _children: dict[int, subprocess.Popen] = {}
-
-
-class ClusterError(SparkRunnerError):
-    """The cluster could not be started, stopped or found."""
-
-
-class ClusterUsageError(ClusterError):
-    """An argument to up() is impossible (exit code 2)."""
-
-
-@dataclass(frozen=True)
-class Daemon:
-    """One process up() started: a Master or a Worker, leader of its own process group."""
-
-    name: str
-    pid: int
-    #: Field 22 of /proc/<pid>/stat: with the pid, names this process and no later one.
-    start_time: int
-    log: str
-
-
-@dataclass(frozen=True)
-class ClusterInfo:
-    """What up() started and where it keeps it; saved as ``<cluster_dir>/cluster.json``."""
-
-    cluster_dir: str
-    master_url: str
-    webui_url: str
-    secret_file: str
-    #: SPARK_CONF_DIR for spark-submit: its spark-defaults.conf holds the secret.
-    client_conf_dir: str
-    spark_home: str
-    workers: int
-    processes: tuple[Daemon, ...]
-
-    def to_json(self) -> str:
-        return json.dumps({"version": 1, **asdict(self)}, indent=2) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str, source: str) -> "ClusterInfo":
-        try:
-            raw = json.loads(text)
-            raw.pop("version", None)
-            raw["processes"] = tuple(Daemon(**p) for p in raw["processes"])
-            return cls(**raw)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ClusterError(f"{source!r} is not a cluster record sparkrunner wrote ({exc}); "
-                               "remove it if no cluster is running") from exc
 
 
 # --- starting ----------------------------------------------------------------------------------
@@ -164,14 +108,14 @@ def up(cluster_dir: Path, workers: int = 2, cores_per_worker: int = 1, memory_pe
 
     secret = secrets.token_hex(32)
     secret_file = cluster_dir / SECRET_FILE
-    _write_private(secret_file, secret + "\n")
+    write_private(secret_file, secret + "\n")
     client_conf_dir = cluster_dir / CLIENT_CONF_DIR
-    _write_private(client_conf_dir / "spark-defaults.conf", _properties(
+    write_private(client_conf_dir / "spark-defaults.conf", properties_text(
         {"spark.authenticate": "true", "spark.authenticate.secret": secret},
         "Read by spark-submit through SPARK_CONF_DIR, so the secret stays off its command line."))
     daemon_conf_dir = cluster_dir / DAEMON_CONF_DIR
     properties = daemon_conf_dir / DAEMON_PROPERTIES
-    _write_private(properties, _properties(
+    write_private(properties, properties_text(
         DAEMON_CONF, "Read by the Master and the Workers (--properties-file)."))
 
     master_url = f"spark://{HOST}:{master_port}"
@@ -188,7 +132,7 @@ def up(cluster_dir: Path, workers: int = 2, cores_per_worker: int = 1, memory_pe
         # Workers that find no master wait 5 to 15 s before they try again: start them once the
         # master's port listens.
         _wait(info, deadline, f"the master to listen on port {master_port}",
-              lambda: master_port in _listening_ports(info.processes[0].pid))
+              lambda: master_port in listening_ports(info.processes[0].pid))
         for i, port in enumerate(worker_ports, start=1):
             work_dir = cluster_dir / "work" / f"worker-{i}"
             work_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +145,7 @@ def up(cluster_dir: Path, workers: int = 2, cores_per_worker: int = 1, memory_pe
               lambda: len(_alive_workers(info)) >= workers)
         # Should a later Spark rename spark.master.rest.enabled, its REST server would come back
         # unannounced, accepting jobs without authentication: refuse such a cluster.
-        extra = _listening_ports(info.processes[0].pid) - {master_port, webui_port}
+        extra = listening_ports(info.processes[0].pid) - {master_port, webui_port}
         if extra:
             raise ClusterError(f"the master listens on port(s) {sorted(extra)} besides {master_port} "
                                f"and {webui_port} (its unauthenticated REST submission server?); "
@@ -209,7 +153,7 @@ def up(cluster_dir: Path, workers: int = 2, cores_per_worker: int = 1, memory_pe
     except BaseException:
         log.warning("The cluster in %r did not start; stopping what was started.", str(cluster_dir))
         _stop(info.processes, grace=5.0)
-        _forget(cluster_dir)
+        forget(cluster_dir)
         raise
     log.info("The cluster in %r is up: master %s with %d worker(s).", str(cluster_dir), master_url,
              workers)
@@ -222,7 +166,7 @@ def _check_arguments(workers: int, cores: int, memory: str, master_port: int, we
         raise ClusterUsageError(f"workers must be at least 1, not {workers}")
     if cores < 1:
         raise ClusterUsageError(f"cores per worker must be at least 1, not {cores}")
-    if not _MEMORY.match(memory):
+    if not MEMORY.match(memory):
         raise ClusterUsageError(f"memory per worker {memory!r} is not a size such as 512m or 1g")
     for what, port in (("master port", master_port), ("web UI port", webui_port)):
         if not 0 < port < 65536:
@@ -234,14 +178,14 @@ def _check_arguments(workers: int, cores: int, memory: str, master_port: int, we
 
 
 def _wheel_spark_home() -> Path:
-    from .command import spark_home
-    from .config import Settings
+    from ..command import spark_home
+    from ..config import Settings
 
     return spark_home(Settings())
 
 
 def _refuse_if_running(cluster_dir: Path) -> None:
-    info = _read_state(cluster_dir)
+    info = read_info(cluster_dir)
     if info is None:
         return
     running = [p for p in info.processes if _is_alive(p)]
@@ -250,7 +194,7 @@ def _refuse_if_running(cluster_dir: Path) -> None:
         raise ClusterError(f"a cluster started in {str(cluster_dir)!r} is still running: {names}; "
                            f"stop it first with: sparkrunner cluster down --cluster-dir {cluster_dir}")
     log.info("Removing the record of a cluster in %r whose processes are all gone.", str(cluster_dir))
-    _forget(cluster_dir)
+    forget(cluster_dir)
 
 
 def _daemon_env(home: Path, daemon_conf_dir: Path, secret: str) -> dict[str, str]:
@@ -274,13 +218,13 @@ def _start(info: ClusterInfo, name: str, argv: list[str], env: dict[str, str]) -
                                 stderr=subprocess.STDOUT, env=env, cwd=info.cluster_dir,
                                 start_new_session=True)
     _children[proc.pid] = proc
-    stat = _stat(proc.pid)
-    daemon = Daemon(name=name, pid=proc.pid, start_time=stat.start_time if stat else 0,
+    found = stat(proc.pid)
+    daemon = Daemon(name=name, pid=proc.pid, start_time=found.start_time if found else 0,
                     log=str(log_path))
     info = replace(info, processes=(*info.processes, daemon))
     try:
         # Recorded at once, so that down() can stop it even if this process dies during startup.
-        _write_private(Path(info.cluster_dir) / STATE_FILE, info.to_json())
+        write_private(Path(info.cluster_dir) / STATE_FILE, info.to_json())
     except BaseException:
         _stop([daemon], grace=5.0)  # not yet in any record: nobody else could stop it
         raise
@@ -344,12 +288,12 @@ def down(cluster_dir: Path, grace: float = STOP_GRACE) -> list[str]:
     by another process is left alone. Idempotent: with nothing recorded, nothing happens.
     """
     cluster_dir = Path(cluster_dir).expanduser().resolve()
-    info = _read_state(cluster_dir)
+    info = read_info(cluster_dir)
     if info is None:
-        _forget(cluster_dir)
+        forget(cluster_dir)
         return [f"no cluster is recorded in {cluster_dir}"]
     messages = _stop(info.processes, grace)
-    _forget(cluster_dir)
+    forget(cluster_dir)
     return messages
 
 
@@ -365,12 +309,12 @@ def _stop(processes, grace: float) -> list[str]:
     while stopping and time.monotonic() < deadline:
         _reap()
         # The group, not just its leader: a Worker's executors live in the Worker's group.
-        if not any(_group_members(p.pid) for p in stopping):
+        if not any(group_members(p.pid) for p in stopping):
             break
         time.sleep(0.2)
     for proc in stopping:
         _reap()
-        if _group_members(proc.pid):
+        if group_members(proc.pid):
             log.warning("The Spark %s (pid %d) outlived SIGTERM by %.0f s; killing it.",
                         proc.name, proc.pid, grace)
             signal_group(proc.pid, signal.SIGKILL)
@@ -387,13 +331,6 @@ def _reap() -> None:
             del _children[pid]
 
 
-def _forget(cluster_dir: Path) -> None:
-    # The secret dies with its cluster: the next up() makes a new one.
-    for path in (cluster_dir / STATE_FILE, cluster_dir / SECRET_FILE,
-                 cluster_dir / CLIENT_CONF_DIR / "spark-defaults.conf"):
-        path.unlink(missing_ok=True)
-
-
 # --- looking ------------------------------------------------------------------------------------
 
 def status(cluster_dir: Path) -> dict[str, Any]:
@@ -403,7 +340,7 @@ def status(cluster_dir: Path) -> dict[str, Any]:
     ALIVE; ``master_error`` says why the master's status page could not be read, if it could not.
     """
     cluster_dir = Path(cluster_dir).expanduser().resolve()
-    info = _read_state(cluster_dir)
+    info = read_info(cluster_dir)
     if info is None:
         return {"cluster_dir": str(cluster_dir), "recorded": False, "running": False,
                 "processes": [], "workers": [], "master_error": None}
@@ -426,106 +363,13 @@ def status(cluster_dir: Path) -> dict[str, Any]:
             "processes": processes, "workers": workers, "master_error": master_error}
 
 
-def job_settings(cluster_dir: Path) -> tuple[str, dict[str, str], dict[str, str]]:
-    """What spark-submit needs to run a job on the cluster: master URL, Spark properties, environment.
-
-    The properties go on spark-submit's command line, so they hold no secret: the secret reaches
-    the driver through ``SPARK_CONF_DIR``, whose spark-defaults.conf spark-submit reads (it has to
-    be in the driver's configuration: Spark 4.3's driver ignores ``_SPARK_AUTH_SECRET`` and
-    ``spark.authenticate.secret.file`` for a ``spark://`` master). Executors get it from their
-    Worker. The environment replaces ``spark.env``'s default, so it keeps SPARK_LOCAL_IP.
-    """
-    cluster_dir = Path(cluster_dir).expanduser().resolve()
-    info = _read_state(cluster_dir)
-    if info is None:
-        raise ClusterError(f"no cluster is recorded in {str(cluster_dir)!r}; start one with: "
-                           f"sparkrunner cluster up --cluster-dir {cluster_dir}")
-    if not (Path(info.client_conf_dir) / "spark-defaults.conf").is_file():
-        raise ClusterError(f"the cluster's client configuration in {info.client_conf_dir!r} is "
-                           "missing; restart the cluster (sparkrunner cluster down, then up)")
-    conf = {"spark.authenticate": "true"}
-    env = {"SPARK_CONF_DIR": info.client_conf_dir, "SPARK_LOCAL_IP": HOST}
-    return info.master_url, conf, env
-
-
-def read_info(cluster_dir: Path) -> ClusterInfo | None:
-    """The cluster recorded in ``cluster_dir``, or None."""
-    return _read_state(Path(cluster_dir).expanduser().resolve())
-
-
-def _read_state(cluster_dir: Path) -> ClusterInfo | None:
-    path = cluster_dir / STATE_FILE
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ClusterError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
-    return ClusterInfo.from_json(text, str(path))
-
-
-# --- processes and files -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Stat:
-    state: str
-    pgid: int
-    start_time: int
-
-
-def _stat(pid: int) -> _Stat | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses; the fields after it do not.
-    fields = text.rsplit(")", 1)[1].split()
-    return _Stat(state=fields[0], pgid=int(fields[2]), start_time=int(fields[19]))
+# --- processes and ports -----------------------------------------------------------------------
 
 
 def _is_alive(proc: Daemon) -> bool:
     """Whether the recorded process still runs: its pid exists and started when recorded."""
     _reap()
-    stat = _stat(proc.pid)
-    return stat is not None and stat.state != "Z" and stat.start_time == proc.start_time
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            stat = _stat(int(entry.name))
-            if stat and stat.pgid == pgid and stat.state != "Z":
-                members.append(int(entry.name))
-    return members
-
-
-def _listening_ports(pid: int | None = None) -> set[int]:
-    """TCP ports listened on, IPv4 or IPv6, by process ``pid`` or by anyone."""
-    sockets = None
-    if pid is not None:
-        sockets = set()
-        try:
-            for fd in os.scandir(f"/proc/{pid}/fd"):
-                try:
-                    target = os.readlink(fd.path)
-                except OSError:
-                    continue
-                if target.startswith("socket:["):
-                    sockets.add(target[len("socket:["):-1])
-        except OSError:
-            return set()
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and (sockets is None or fields[9] in sockets):  # 0A: LISTEN
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+    return is_running(proc.pid, proc.start_time)
 
 
 def _port_free(port: int) -> bool:
@@ -537,152 +381,3 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _properties(values: dict[str, str], purpose: str) -> str:
-    lines = [f"# Written by sparkrunner cluster up. {purpose}"]
-    lines += [f"{key} {value}" for key, value in values.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` readable by this user only, replacing it atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created with mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# --- command line ------------------------------------------------------------------------------
-
-def add_commands(subparsers) -> argparse.ArgumentParser:
-    """Adds ``cluster up|down|status`` to a command line's subparsers; returns the cluster parser."""
-    description = "a Spark standalone cluster on 127.0.0.1, from the pyspark wheel"
-    cluster = subparsers.add_parser("cluster", help=description, description=description)
-    commands = cluster.add_subparsers(dest="cluster_command", required=True, metavar="COMMAND")
-
-    def command(name: str, handler, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(handler=handler)
-        sub.add_argument("--cluster-dir", type=Path, default=DEFAULT_CLUSTER_DIR, metavar="DIR",
-                         help=f"where the cluster keeps its record, secret, logs and work "
-                              f"directories (default: {DEFAULT_CLUSTER_DIR})")
-        return sub
-
-    sub = command("up", cmd_up, "start a master and workers, and wait until they are all ALIVE")
-    sub.add_argument("--workers", type=_positive_int, default=2, metavar="N",
-                     help="number of workers (default: 2)")
-    sub.add_argument("--cores-per-worker", type=_positive_int, default=1, metavar="N",
-                     help="default: 1")
-    sub.add_argument("--memory-per-worker", type=_memory, default="1g", metavar="SIZE",
-                     help="default: 1g")
-    sub.add_argument("--master-port", type=_port, default=7077, metavar="PORT",
-                     help="default: 7077")
-    sub.add_argument("--webui-port", type=_port, default=8080, metavar="PORT",
-                     help="master web UI (default: 8080)")
-    sub.add_argument("--worker-webui-port", type=_port_or_zero, default=8081, metavar="PORT",
-                     help="first worker's web UI, the next get the following ports; 0 for any "
-                          "free port (default: 8081)")
-    sub.add_argument("--timeout", type=float, default=START_TIMEOUT, metavar="SECONDS",
-                     help=f"give up if the cluster is not up by then (default: {START_TIMEOUT:.0f})")
-    command("down", cmd_down, "stop the cluster's processes (safe to repeat)")
-    sub = command("status", cmd_status, "say whether the cluster runs, with its workers "
-                                        "(exit code 0 if it does, 1 if not)")
-    sub.add_argument("--json", action="store_true", help="print the status as JSON")
-    return cluster
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    try:
-        info = up(args.cluster_dir, workers=args.workers, cores_per_worker=args.cores_per_worker,
-                  memory_per_worker=args.memory_per_worker, master_port=args.master_port,
-                  webui_port=args.webui_port, worker_webui_port=args.worker_webui_port,
-                  timeout=args.timeout)
-    except ClusterUsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    master = info.processes[0]
-    print(f"started a Spark standalone cluster in {info.cluster_dir}")
-    print(f"  master    {info.master_url}  pid {master.pid}  web UI {info.webui_url}")
-    for proc in info.processes[1:]:
-        print(f"  {proc.name:<9} pid {proc.pid}  {args.cores_per_worker} core(s), "
-              f"{args.memory_per_worker}  log {proc.log}")
-    print(f"  secret    {info.secret_file} (mode 0600)")
-    print("run jobs on it with --config conf/standalone.yaml (its spark.conf_dir is "
-          f"{info.client_conf_dir}, where spark-submit finds the secret)")
-    print(f"stop it with: sparkrunner cluster down --cluster-dir {args.cluster_dir}")
-    return EXIT_OK
-
-
-def cmd_down(args: argparse.Namespace) -> int:
-    try:
-        messages = down(args.cluster_dir)
-    except ClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    for message in messages:
-        print(message)
-    return EXIT_OK
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        report = status(args.cluster_dir)
-    except ClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        print(json.dumps(report, indent=2))
-    elif not report["recorded"]:
-        print(f"no cluster is recorded in {report['cluster_dir']}")
-    else:
-        print(f"cluster in {report['cluster_dir']}: {'running' if report['running'] else 'NOT running'}")
-        print(f"  master URL {report['master_url']}, web UI {report['webui_url']}")
-        for proc in report["processes"]:
-            print(f"  {proc['name']:<9} pid {proc['pid']:<8} {'alive' if proc['alive'] else 'gone'}")
-        if report["master_error"]:
-            print(f"  {report['master_error']}")
-        for worker in report["workers"]:
-            print(f"  worker {worker['id']}  {worker['state']}  {worker['cores']} core(s), "
-                  f"{worker['memory']} MiB  {worker['webuiaddress']}")
-    return EXIT_OK if report["running"] else EXIT_FAILED
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _port_or_zero(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("0 is not a port here: name one between 1 and 65535")
-    return value
-
-
-def _port_or_zero(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
-    return value
-
-
-def _memory(text: str) -> str:
-    if not _MEMORY.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 512m or 1g")
-    return text

@@ -1,0 +1,147 @@
+"""The job service: what the REST API (and anything else serving jobs) asks, in one place.
+
+:class:`JobService` is a facade over the parts, each readable and testable alone:
+
+- admission (:mod:`sparkrunner.admission`) once at submit, then the store
+  (:mod:`sparkrunner.store`), before a job is acknowledged;
+- :mod:`.runner`: slots, launch, follow, finish and cancel;
+- :mod:`.reconcile`: on start, whatever the last run of the service left unfinished;
+- :mod:`.reader`: a job's files (log pages, log tail, result).
+
+It also holds the data directory's lock: two services there would run every job twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+from ..admission import AdmittedJob, Origin, admit
+from ..config import Settings
+from ..errors import DataDirInUse
+from ..launcher import Launcher
+from ..states import JobStatus
+from ..store import JobRecord, JobStore
+from ..workdir import DIR_MODE
+from .reader import JobFiles
+from .reconcile import reconcile
+from .runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+def _lock_data_dir(data_dir: Path):
+    """Holds an exclusive lock on the data directory: two services there would run jobs twice."""
+    import fcntl
+
+    handle = os.fdopen(os.open(data_dir / "service.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise DataDirInUse(f"another sparkrunner service is using {str(data_dir)!r}") from exc
+    return handle
+
+
+class JobService:
+    """Submit, list, read, cancel jobs; runs them in the background once started; thread-safe."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir).expanduser()
+        self.jobs_dir = self.data_dir / "jobs"
+        for directory in (self.data_dir, self.jobs_dir):
+            directory.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            directory.chmod(DIR_MODE)
+        self._lock_file = _lock_data_dir(self.data_dir)
+        try:
+            self.store = JobStore(self.data_dir / "jobs.db")
+            self.files = JobFiles(self.jobs_dir)
+            # At least one slot: the configuration checks it.
+            self.runner = Runner(self.store, Launcher(settings), self.jobs_dir,
+                                 settings.service.max_concurrent_jobs, self._admit_stored)
+        except BaseException:
+            self._lock_file.close()
+            raise
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> "JobService":
+        """Reconciles unfinished jobs, then starts running queued ones."""
+        reconcile(self.store, self.runner, self.files)
+        self.runner.start()
+        return self
+
+    def close(self) -> None:
+        """Stops running jobs from the queue. Running spark-submits go on; the next start
+        re-attaches them."""
+        self.runner.stop()
+        self.store.close()
+        self._lock_file.close()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def submit(self, document: dict, owner: str = "", idempotency_key: str | None = None
+               ) -> tuple[JobRecord, bool]:
+        """Admits and stores a job; returns (job, created). Raises JobInvalid, or StoreError
+        when it could not be stored (then nothing was kept).
+
+        With an idempotency key already used by ``owner``, the earlier job is returned and
+        nothing new is stored or run.
+        """
+        job = admit(document, self.settings, Origin.SERVICE, self.data_dir)
+        spec = job.spec
+        timeout = spec.timeout_seconds or self.settings.service.default_timeout_seconds or None
+        record, created = self.store.create(
+            id=str(uuid.uuid4()), owner=owner, idempotency_key=idempotency_key,
+            job_type=spec.job_type, name=spec.name, document=dict(spec.document),
+            timeout_seconds=timeout, warnings=job.warnings)
+        if created:
+            log.info("Job %s (%s %r) stored and queued.", record.id, spec.job_type, spec.name)
+            self.runner.queue(record.id, job)
+        return record, created
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job; JobNotFound if there is none."""
+        return self.store.get(job_id)
+
+    def get_batch(self, batch_id: int) -> JobRecord:
+        """The job whose batch id (Livy's integer id, the store's seq) is ``batch_id``;
+        JobNotFound if there is none."""
+        return self.store.get_seq(batch_id)
+
+    def list_jobs(self, *, status: Iterable[JobStatus] | None = None, job_type: str | None = None,
+                  owner: str | None = None, offset: int = 0, limit: int = 100,
+                  oldest_first: bool = False) -> tuple[list[JobRecord], int]:
+        """A page of jobs, newest first (or oldest first, as Livy lists), and how many match in all."""
+        return self.store.list(status=status, job_type=job_type, owner=owner, offset=offset, limit=limit,
+                               oldest_first=oldest_first)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancels a job; repeatable, and a finished job is left as it is."""
+        return self.runner.cancel(job_id)
+
+    def workdir(self, record: JobRecord) -> Path:
+        return self.files.workdir(record)
+
+    def read_log(self, record: JobRecord, start: int | None, size: int) -> tuple[int, int, list[str]]:
+        """(from, total, lines) of the job's driver log; see :meth:`JobFiles.log_page`."""
+        return self.files.log_page(record, start, size)
+
+    def result(self, record: JobRecord):
+        """The job's result.json, parsed; None when it has none."""
+        return self.files.result(record)
+
+    def log_tail(self, record: JobRecord, lines: int = 20) -> list[str]:
+        """The last lines of the job's log, read from the end of the file only."""
+        return self.files.log_tail(record, lines)
+
+    # -- parts ------------------------------------------------------------------------------
+
+    def _admit_stored(self, record: JobRecord) -> AdmittedJob:
+        """A stored job admitted again, under the configuration in force now (after a restart)."""
+        return admit(json.loads(record.document), self.settings, Origin.SERVICE, self.data_dir)
