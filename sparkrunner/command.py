@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Mapping
 
 from .config import Settings
 from .errors import SparkNotFound
-from .jobspec import DRIVER_FILENAME, SCORING_FILENAME
 from .script import ScriptSpec
+from .workdir import DRIVER_FILENAME, SCORING_FILENAME
 
 if TYPE_CHECKING:
     from .admission import AdmittedJob

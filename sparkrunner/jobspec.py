@@ -13,7 +13,6 @@ import binascii
 import copy
 import json
 import re
-import urllib.parse
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -23,24 +22,8 @@ from typing import Any, Mapping
 
 from .config import LimitSettings
 from .errors import FieldError, JobInvalid
+from .workdir import filename_problem
 from .scoringspec import PYTHON_MODEL_TYPE, ScoringPlan, declared_form, plan_scoring, takes_one_record_or_frame
-
-# Names sparkrunner itself writes into every working directory; an asset may not take them.
-DRIVER_FILENAME = "sparkrunner_driver.py"
-METADATA_MODULE = "sparkrunner_job_metadata"
-METADATA_FILENAME = METADATA_MODULE + ".py"
-JOB_FILENAME = "job.json"
-LOG_FILENAME = "driver.log"
-RESULT_FILENAME = "result.json"
-EXIT_FILENAME = "exit.json"
-SUPERVISOR_FILENAME = "supervisor.json"  # written by sparkrunner/inside/supervise.py
-SCORING_MODULE = "sparkrunner_scoring"
-SCORING_FILENAME = SCORING_MODULE + ".py"
-RESERVED_FILENAMES = frozenset(
-    {DRIVER_FILENAME, METADATA_FILENAME, JOB_FILENAME, LOG_FILENAME, RESULT_FILENAME, EXIT_FILENAME,
-     SCORING_FILENAME, SUPERVISOR_FILENAME}
-)
-
 
 class JobRole(str, Enum):
     """What the job asks the model to do; picked by ``jobType``."""
@@ -375,31 +358,6 @@ def _base64(text: str, path: str, errors: list[FieldError]) -> bytes | None:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def filename_problem(name: str, reserved: frozenset[str] = RESERVED_FILENAMES) -> str | None:
-    """Why ``name`` cannot be a file in a working directory, or None when it can.
-
-    A name must be one plain path component: it may not climb out of the directory, even once
-    URL-decoded, and may not take a name sparkrunner writes itself.
-    """
-    for candidate in {name, urllib.parse.unquote(name)}:
-        if not candidate:
-            return "is not a file name: it is empty"
-        if "/" in candidate or "\\" in candidate:
-            return "is not a plain file name: it may not contain '/' or '\\'"
-        if _CONTROL.search(candidate):
-            return "is not a plain file name: it may not contain NUL or control characters"
-        if "," in candidate or "#" in candidate:
-            # spark-submit's --files and --py-files split on ',' and read '#' as a rename.
-            return "is not a plain file name: it may not contain ',' or '#'"
-        if candidate in (".", ".."):
-            return "is not a plain file name: '.' and '..' are refused"
-    if len(name.encode("utf-8")) > 255:
-        return "is too long for a file name (at most 255 bytes)"
-    if name in reserved:
-        return f"is reserved for sparkrunner's own files ({', '.join(sorted(reserved))})"
-    return None
 
 
 _SMART_TAG = re.compile(r"^\s*#\s*modelop\.(init|score|metrics|train)\b")

@@ -29,7 +29,7 @@ from .admission import AdmittedJob
 from .command import child_env, mask_argv, spark_submit_path
 from .config import Settings
 from .hdfs import Hdfs
-from .jobspec import EXIT_FILENAME, LOG_FILENAME
+from .workdir import EXIT_FILENAME, LOG_FILENAME, SUPERVISOR_FILENAME
 from .prepare import prepare
 from .proc import signal_group
 from .states import JobStatus
@@ -180,7 +180,8 @@ class SparkSubmit:
             out.write(f"{_REPORT}command: {shlex.join(mask_argv(self.argv))}\n".encode())
             out.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", SUPERVISOR_MODULE, str(self.exit_file), "--", *self.argv],
+                [sys.executable, "-m", SUPERVISOR_MODULE, str(self.exit_file),
+                 str(self.exit_file.with_name(SUPERVISOR_FILENAME)), "--", *self.argv],
                 cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
         self.pid = self.process.pid
@@ -255,10 +256,8 @@ class SparkSubmit:
 def started_by_supervisor(exit_file: Path) -> tuple[int, str] | None:
     """(pid, start time) the supervisor of a run wrote beside ``exit_file``; None if it never
     started (or wrote nothing readable)."""
-    from .inside.supervise import started_file
-
     try:
-        found = json.loads(Path(started_file(str(exit_file))).read_text())
+        found = json.loads(Path(exit_file).with_name(SUPERVISOR_FILENAME).read_text())
         return int(found["pid"]), str(found["start"])
     except (OSError, ValueError, KeyError, TypeError):
         return None

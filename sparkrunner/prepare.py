@@ -14,7 +14,8 @@ from .admission import AdmittedJob
 from .command import build_argv
 from .config import Settings
 from .hdfs import Hdfs, needs_hdfs
-from .jobspec import LOG_FILENAME, JobSpec
+from .jobspec import JobSpec
+from .workdir import LOG_FILENAME
 from .workdir import FILE_MODE, render
 
 #: How a warning line starts in driver.log.

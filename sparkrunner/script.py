@@ -30,8 +30,8 @@ from typing import Any, Mapping
 
 from .config import LimitSettings
 from .errors import FieldError, JobInvalid
-from .jobspec import filename_problem
 from .policy import Location
+from .workdir import filename_problem
 
 SCRIPT_JOB_TYPE = "SPARK_SCRIPT_JOB"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

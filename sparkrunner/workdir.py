@@ -1,6 +1,9 @@
 """Lays out a job's working directory: sources, metadata module, driver, FILE assets, job.json
 (a script job's: its script, when local, the metadata module, the driver, job.json).
 
+The names of the files sparkrunner keeps there (driver, log, result, exit status, …) are defined
+here, once, with the rule every other file name must follow.
+
 The directory is written under a temporary name beside its destination and renamed into place,
 so a half-written working directory is never seen under the real name.
 """
@@ -10,18 +13,66 @@ from __future__ import annotations
 import json
 import os
 import pprint
+import re
 import shutil
 import tempfile
+import urllib.parse
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import WorkdirError
-from .jobspec import (DRIVER_FILENAME, JOB_FILENAME, METADATA_FILENAME, SCORING_FILENAME, JobSpec,
-                      filename_problem)
-from .script import ScriptSpec
+
+if TYPE_CHECKING:
+    from .jobspec import JobSpec
+    from .script import ScriptSpec
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+
+# The files sparkrunner itself writes into every working directory, named here once; an asset
+# may not take these names.
+DRIVER_FILENAME = "sparkrunner_driver.py"
+METADATA_MODULE = "sparkrunner_job_metadata"
+METADATA_FILENAME = METADATA_MODULE + ".py"
+JOB_FILENAME = "job.json"
+LOG_FILENAME = "driver.log"
+RESULT_FILENAME = "result.json"
+EXIT_FILENAME = "exit.json"
+SUPERVISOR_FILENAME = "supervisor.json"  # the supervisor says who it is (inside/supervise.py)
+SCORING_MODULE = "sparkrunner_scoring"
+SCORING_FILENAME = SCORING_MODULE + ".py"
+RESERVED_FILENAMES = frozenset(
+    {DRIVER_FILENAME, METADATA_FILENAME, JOB_FILENAME, LOG_FILENAME, RESULT_FILENAME, EXIT_FILENAME,
+     SCORING_FILENAME, SUPERVISOR_FILENAME}
+)
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def filename_problem(name: str, reserved: frozenset[str] = RESERVED_FILENAMES) -> str | None:
+    """Why ``name`` cannot be a file in a working directory, or None when it can.
+
+    A name must be one plain path component: it may not climb out of the directory, even once
+    URL-decoded, and may not take a name sparkrunner writes itself.
+    """
+    for candidate in {name, urllib.parse.unquote(name)}:
+        if not candidate:
+            return "is not a file name: it is empty"
+        if "/" in candidate or "\\" in candidate:
+            return "is not a plain file name: it may not contain '/' or '\\'"
+        if _CONTROL.search(candidate):
+            return "is not a plain file name: it may not contain NUL or control characters"
+        if "," in candidate or "#" in candidate:
+            # spark-submit's --files and --py-files split on ',' and read '#' as a rename.
+            return "is not a plain file name: it may not contain ',' or '#'"
+        if candidate in (".", ".."):
+            return "is not a plain file name: '.' and '..' are refused"
+    if len(name.encode("utf-8")) > 255:
+        return "is too long for a file name (at most 255 bytes)"
+    if name in reserved:
+        return f"is reserved for sparkrunner's own files ({', '.join(sorted(reserved))})"
+    return None
 
 
 def driver_source() -> str:
@@ -83,6 +134,9 @@ def read_script(spec: ScriptSpec) -> bytes:
 
 def job_files(spec: JobSpec | ScriptSpec, job_id: str) -> dict[str, bytes]:
     """{file name: bytes} of everything a job's working directory holds when it is laid out."""
+    # Imported here: script.py takes the file-name rule from this module.
+    from .script import ScriptSpec
+
     common = {DRIVER_FILENAME: driver_source().encode("utf-8"),
               JOB_FILENAME: json.dumps(dict(spec.document), indent=2).encode("utf-8")}
     if isinstance(spec, ScriptSpec):

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import make_job
 from sparkrunner.errors import JobInvalid
-from sparkrunner.jobspec import JobRole, filename_problem, find_functions, parse_document, validate
+from sparkrunner.jobspec import JobRole, find_functions, parse_document, validate
+from sparkrunner.workdir import filename_problem
 
 
 def errors_of(doc) -> dict[str, str]:

@@ -97,7 +97,7 @@ def cmd_render(args) -> int:
 
 def cmd_run(args) -> int:
     from ..errors import HdfsCheckFailed
-    from ..jobspec import LOG_FILENAME, RESULT_FILENAME
+    from ..workdir import LOG_FILENAME, RESULT_FILENAME
     from ..launcher import Launcher
 
     settings = settings_from(args)

@@ -1,7 +1,8 @@
 """Runs one command and records how it ended, so a restarted service can still tell.
 
-``python -m sparkrunner.inside.supervise EXIT_FILE -- ARGV...`` runs ARGV in this process group,
-waits for it, writes ``{"returncode": N}`` to EXIT_FILE (atomically) and exits the same way.
+``python -m sparkrunner.inside.supervise EXIT_FILE STARTED_FILE -- ARGV...`` first writes its
+own pid and start time to STARTED_FILE, then runs ARGV in this process group, waits for it,
+writes ``{"returncode": N}`` to EXIT_FILE (atomically) and exits the same way.
 It outlives SIGTERM sent to its group, so it can record how the command reacted to it; only
 SIGKILL of the whole group ends it unrecorded. Standard library only (and :mod:`sparkrunner.proc`,
 which is too): it starts on every run.
@@ -31,19 +32,14 @@ def record(exit_file, returncode):
     write_json(exit_file, {"returncode": returncode})
 
 
-def started_file(exit_file):
-    """Where the supervisor says who it is: beside the exit file."""
-    return os.path.join(os.path.dirname(exit_file), "supervisor.json")
-
-
 def main(args):
-    if len(args) < 3 or args[1] != "--":
-        sys.stderr.write("usage: python -m sparkrunner.inside.supervise EXIT_FILE -- ARGV...\n")
+    if len(args) < 4 or args[2] != "--":
+        sys.stderr.write("usage: python -m sparkrunner.inside.supervise EXIT_FILE STARTED_FILE -- ARGV...\n")
         return 2
-    exit_file, argv = args[0], args[2:]
+    exit_file, started_file, argv = args[0], args[1], args[3:]
     # First of all: a service that dies before it saves our pid finds it here on restart.
     pid = os.getpid()
-    write_json(started_file(exit_file), {"pid": pid, "start": str(start_time(pid))})
+    write_json(started_file, {"pid": pid, "start": str(start_time(pid))})
     # A handler, not SIG_IGN: handlers are reset by exec, so the command still gets the signal.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..jobspec import LOG_FILENAME, RESULT_FILENAME
+from ..workdir import LOG_FILENAME, RESULT_FILENAME
 from ..store import JobRecord
 
 

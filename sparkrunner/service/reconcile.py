@@ -12,7 +12,7 @@ import logging
 import time
 
 from .. import proc
-from ..jobspec import EXIT_FILENAME
+from ..workdir import EXIT_FILENAME
 from ..launcher import CANCELLED_REASON, Launcher, started_by_supervisor
 from ..states import JobStatus
 from ..store import JobStore
