@@ -251,33 +251,43 @@ def test_the_openapi_document_describes_livys_routes(served):
 
 @pytest.fixture
 def live(served, monkeypatch):
-    """(base URL, service) of the app served by uvicorn in this process."""
-    _, service = served()
-    server = uvicorn.Server(uvicorn.Config(create_app(service.settings, service, manage=False),
-                                           host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    monkeypatch.setenv("AIRFLOW_CONN_LIVY_DEFAULT", json.dumps(
-        {"conn_type": "livy", "host": "127.0.0.1", "port": port}))
-    yield f"http://127.0.0.1:{port}", service
-    server.should_exit = True
-    thread.join(10)
+    """Serves the app by uvicorn in this process: live(**service settings) -> (base URL, service),
+    with Airflow's livy_default connection pointing at it."""
+    # Airflow writes a home directory when imported: the tests' own, as test_airflow_units'.
+    monkeypatch.setenv("AIRFLOW_HOME", os.environ.get("AIRFLOW_HOME") or str(
+        Path(__file__).resolve().parent.parent / "build" / "airflow-test-home"))
+    servers = []
+
+    def serve(**service_settings):
+        _, service = served(**service_settings)
+        server = uvicorn.Server(uvicorn.Config(create_app(service.settings, service, manage=False),
+                                               host="127.0.0.1", port=0, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        monkeypatch.setenv("AIRFLOW_CONN_LIVY_DEFAULT", json.dumps(
+            {"conn_type": "livy", "host": "127.0.0.1", "port": port}))
+        return f"http://127.0.0.1:{port}", service
+
+    yield serve
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
 
 
 def test_livys_clients_read_every_state_and_page_the_log(live, script):
-    os.environ.setdefault("AIRFLOW_HOME", str(Path(__file__).resolve().parent.parent / "build" / "airflow-test-home"))
     from airflow.providers.apache.livy.hooks.livy import BatchState, LivyHook
     from livy import LivyBatch, SessionState
 
-    url, service = live
+    url, service = live()
     hook = LivyHook()
     batch_id = hook.post_batch(file=str(script), args=[1, 2], driver_memory="512m", conf={"spark.x": 1})
     assert isinstance(batch_id, int)
-    job_id = service.store.get_seq(batch_id).id
+    job_id = service.get_batch(batch_id).id
     assert hook.get_batch_state(batch_id) is BatchState.STARTING
     assert LivyBatch(url, batch_id).state is SessionState.STARTING
     move(service, job_id, JobStatus.WAITING, workdir=str(service.jobs_dir / job_id))
@@ -301,3 +311,24 @@ def test_livys_clients_read_every_state_and_page_the_log(live, script):
     assert other.wait() is SessionState.KILLED
     with pytest.raises(ValueError, match="not found"):
         LivyBatch(url, 999).state
+
+
+def test_livys_clients_authenticate_with_a_token_as_their_password(live, script, monkeypatch):
+    from airflow.providers.apache.livy.hooks.livy import BatchState, LivyHook
+    from livy import LivyBatch, SessionState
+
+    url, service = live(tokens=TOKENS)
+    port = url.rsplit(":", 1)[1]
+    monkeypatch.setenv("AIRFLOW_CONN_LIVY_DEFAULT", json.dumps(
+        {"conn_type": "livy", "host": "127.0.0.1", "port": int(port), "login": "alice",
+         "password": TOKENS["alice"]}))
+    batch_id = LivyHook().post_batch(file=str(script))  # HTTP basic alice:<token>
+    assert service.get_batch(batch_id).owner == "alice"
+    assert LivyHook().get_batch_state(batch_id) is BatchState.STARTING
+
+    as_bob = LivyBatch(url, batch_id, auth=("bob", TOKENS["bob"]))
+    with pytest.raises(ValueError, match="not found"):  # another user's batch does not exist
+        as_bob.state
+    as_alice = LivyBatch(url, batch_id, auth=("alice", TOKENS["alice"]))
+    as_alice.kill()
+    assert as_alice.state is SessionState.KILLED
