@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .api import owner_of, service_of, submit_body
 from .errors import FieldError, JobInvalid, JobNotFound, StoreError
 from .script import ACCEPTED_FIELDS, SCRIPT_JOB_TYPE
+from .service import JobService
 from .states import ACTIVE_STATES, JobStatus
 from .store import JobRecord
 
@@ -81,10 +82,11 @@ def livy_error(status: int, msg: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"msg": msg}, status_code=status, headers=headers)
 
 
-def batch_view(record: JobRecord, service=None) -> dict[str, Any]:
+def batch_view(record: JobRecord, service: JobService | None = None) -> dict[str, Any]:
     """A job as Livy shows a batch, with sparkrunner's own names for it; with ``service``,
     also the last lines of its log."""
-    proxy_user = _document_field(record, "proxyUser")
+    # Only a script job can name one (and its document is small).
+    proxy_user = _document_field(record, "proxyUser") if record.job_type == SCRIPT_JOB_TYPE else None
     return {
         "id": record.seq,
         "name": record.name,
