@@ -9,10 +9,12 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 demo: check-java $(STAMP)
 	$(PY) jobs/demo.py build/demo
 
+# Everything: the fast tests, then real Spark, a Spark cluster, Airflow and the long scenarios.
 test: check-java $(STAMP)
 	$(PY) -m pytest
 
-# The unit tests only: no JVM is started.
+# Every test not marked e2e, in about a minute; no JVM is started (a stub java fails any test
+# that starts one, see tests/conftest.py).
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not e2e"
 

@@ -1,10 +1,14 @@
-"""Shared helpers: job documents built the way ModelOp clients send them."""
+"""Shared helpers: job documents built the way ModelOp clients send them; the guard that keeps
+the fast suite free of JVMs; the expensive fixtures, made once per session."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,3 +65,153 @@ def admitted(doc: dict, settings=None):
     from sparkrunner.config import Settings
 
     return admit(doc, settings or Settings(), Origin.LOCAL)
+# --- no JVM outside e2e tests -------------------------------------------------------------------
+
+#: The stand-in ``java`` of a session without e2e tests: it logs who called it and fails.
+_JAVA_STUB = """#!/bin/sh
+printf '%s\\t%s\\n' "${PYTEST_CURRENT_TEST:-outside any test}" "java $*" | cut -c1-400 >> "$0.calls"
+echo "sparkrunner tests: java started outside an e2e test (${PYTEST_CURRENT_TEST:-?}); mark it e2e" >&2
+exit 97
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_jvm_unless_e2e(request, tmp_path_factory):
+    """In a session that selected no e2e test (``pytest -m "not e2e"``), ``java`` is a stub
+    that fails and logs its caller: JAVA_HOME and PATH lead to it, for this process and every
+    child (spark-submit, spark-class, pyspark's gateway, ``sparkrunner serve``). Yields the
+    stub's log, or None when e2e tests run."""
+    if any(item.get_closest_marker("e2e") for item in request.session.items):
+        yield None
+        return
+    home = tmp_path_factory.mktemp("no-jvm")
+    (home / "bin").mkdir()
+    stub = home / "bin" / "java"
+    stub.write_text(_JAVA_STUB)
+    stub.chmod(0o755)
+    calls = Path(f"{stub}.calls")
+    calls.touch()
+    saved = {name: os.environ.get(name) for name in ("JAVA_HOME", "PATH")}
+    os.environ["JAVA_HOME"] = str(home)
+    os.environ["PATH"] = f"{home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    try:
+        yield calls
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _no_jvm_in_this_test(_no_jvm_unless_e2e):
+    """Fails the test (at teardown) when java was started while it ran."""
+    calls = _no_jvm_unless_e2e
+    before = calls.stat().st_size if calls else 0
+    yield
+    if calls and calls.stat().st_size > before:
+        with open(calls) as f:
+            f.seek(before)
+            started = f.read().strip()
+        pytest.fail(f"a JVM was started outside an e2e test (mark the test e2e or use the "
+                    f"stand-in spark-submit):\n{started}", pytrace=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    # Tests marked "last" stop a fixture the whole session shares (the standalone cluster).
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
+# --- shared, expensive fixtures ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def standin_spark_home(tmp_path_factory) -> Path:
+    """A Spark home whose bin/spark-submit is the stand-in (tests/support/spark_submit_standin.py)."""
+    from support.spark_submit_standin import make_spark_home
+
+    return make_spark_home(tmp_path_factory.mktemp("standin-spark"))
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local[2] SparkSession for every test that needs one in this process."""
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[2]").appName("sparkrunner-tests")
+               .config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "2")
+               # Small batches: many batches per worker, so "init once" means something.
+               .config("spark.sql.execution.arrow.maxRecordsPerBatch", "50")
+               .getOrCreate())
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def standalone_cluster(tmp_path_factory):
+    """One Spark standalone cluster for the session: a master and two one-core workers from the
+    pyspark wheel, on free ports (a developer's own cluster on 7077/8080 is neither used nor
+    disturbed). Starting one takes tens of seconds; test_cluster.py's last test stops it."""
+    from service_helpers import free_ports
+    from sparkrunner import devcluster as cluster
+
+    cluster_dir = tmp_path_factory.mktemp("cluster")
+    master_port, webui_port = free_ports(2)
+    info = cluster.up(cluster_dir, workers=2, cores_per_worker=1, memory_per_worker="1g",
+                      master_port=master_port, webui_port=webui_port, worker_webui_port=0, timeout=180)
+    yield info
+    cluster.down(cluster_dir)  # nothing to do when the test of down has run
+
+
+@dataclass(frozen=True)
+class ExampleRun:
+    """The Titanic example's jobs run by `sparkrunner run`: job files, working directories and
+    the command's stderr, by role (train, score, metrics)."""
+
+    jobs: dict[str, Path]
+    workdirs: dict[str, Path]
+    stderr: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def titanic_run(tmp_path_factory) -> ExampleRun:
+    """The Titanic example (PySpark ML: train, score, metrics) run once with `sparkrunner run`,
+    for every test that reads what it wrote."""
+    sys.path.insert(0, str(REPO / "jobs"))
+    from build_examples import build
+
+    base = tmp_path_factory.mktemp("titanic")
+    jobs = build(base / "example")
+    workdirs, stderr = {}, {}
+    for role, job in jobs.items():
+        workdirs[role] = base / "runs" / role
+        done = subprocess.run([SPARKRUNNER, "run", "-q", "--workdir", str(workdirs[role]), str(job)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr + (workdirs[role] / "driver.log").read_text()[-3000:]
+        stderr[role] = done.stderr
+    return ExampleRun(jobs, workdirs, stderr)
+
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+def airflow_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of an Airflow command with its own home; the caller's Airflow settings
+    are left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"), **extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def migrated_airflow_db(tmp_path_factory) -> Path:
+    """An Airflow metadata database (SQLite), migrated once (`airflow db migrate` takes tens of
+    seconds); each test copies it into an AIRFLOW_HOME of its own."""
+    home = tmp_path_factory.mktemp("airflow-template")
+    done = subprocess.run([AIRFLOW, "db", "migrate"], env=airflow_env(home), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return home / "airflow.db"

@@ -1,8 +1,12 @@
-"""sparkrunner from a real Airflow 3: `airflow dags test` against a live sparkrunner service.
+"""sparkrunner from a real Airflow 3: `airflow dags test` against a live `sparkrunner serve`.
 
 Each test gets an AIRFLOW_HOME of its own, with a copy of one SQLite metadata database migrated
-once for the module, and asserts on what Airflow recorded (task states, tries, XComs) and on what
-the service did (its jobs, their states and outputs).
+once for the session (conftest's ``migrated_airflow_db``), and asserts on what Airflow recorded
+(task states, tries, XComs) and on what the service did (its jobs, their states, documents and
+logs). Airflow only talks to the service, so the service runs its jobs with the stand-in
+spark-submit (tests/support/spark_submit_standin.py), except in the retry test, where a real Spark
+job outlives the service's crash. The Titanic jobs run on real Spark in tests/test_examples.py and,
+through the service, in tests/test_distributed.py.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_job
+from conftest import AIRFLOW, REPO, airflow_env
 from service_helpers import Service, sleepy_job
+from support.spark_submit_standin import instructions, standin_job
 
 # Airflow writes a home directory when imported; keep this process's out of the user's.
 os.environ["AIRFLOW_HOME"] = str(REPO / "build" / "airflow-test-home")
@@ -38,11 +43,9 @@ from sparkrunner.airflow import SparkRunnerJobOperator, SparkRunnerJobTrigger  #
 
 sys.path.insert(0, str(REPO / "jobs"))
 from build_examples import build  # noqa: E402
-from test_examples import check_outputs  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 LOGICAL_DATE = "2024-01-02"
 TERMINAL = {"COMPLETE", "ERROR", "CANCELLED"}
 
@@ -85,33 +88,20 @@ with DAG("sparkrunner_retry", schedule=None):
 '''
 
 
-def airflow_env(home: Path, **extra: str) -> dict[str, str]:
-    """The environment of an Airflow command with its own home; the caller's Airflow settings
-    are left out."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"), **extra)
-    return env
-
-
 def connection(service: Service) -> str:
     return json.dumps({"conn_type": "sparkrunner", "host": "127.0.0.1", "port": service.port})
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("svc") / "data", max_jobs=2).start()
+def service(tmp_path_factory, standin_spark_home):
+    svc = Service(tmp_path_factory.mktemp("svc") / "data", max_jobs=2, spark_home=standin_spark_home).start()
     yield svc
     svc.stop()
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("airflow-template")
-    done = subprocess.run([AIRFLOW, "db", "migrate"], env=airflow_env(home), capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return home / "airflow.db"
+@pytest.fixture
+def migrated_db(migrated_airflow_db) -> Path:
+    return migrated_airflow_db
 
 
 class Airflow:
@@ -168,8 +158,23 @@ class Airflow:
         return json.loads(rows[0][0])
 
 
+#: What each Titanic job reports (the real ones report the same, see tests/test_examples.py).
+TITANIC_RESULTS = {"train": {"trainingRows": 800}, "score": {"scoredRows": 300},
+                   "metrics": {"rows": 300, "accuracy": 0.81, "auc": 0.87}}
+
+
+def with_standin(job: Path, **told) -> dict:
+    """The job file's document, rewritten to be run by the stand-in as ``told``."""
+    doc = json.loads(job.read_text())
+    doc["model"]["storedModel"]["modelAssets"].append(instructions(**told))
+    job.write_text(json.dumps(doc))
+    return doc
+
+
 def test_the_titanic_dag_trains_scores_and_evaluates(service, migrated_db, tmp_path):
     jobs = build(tmp_path / "example")
+    sent = {role: with_standin(job, start_seconds=1, seconds=1, lines=1200, result=TITANIC_RESULTS[role])
+            for role, job in jobs.items()}
     airflow = Airflow(tmp_path / "airflow", migrated_db, service,
                       SPARKRUNNER_EXAMPLES_DIR=str(tmp_path / "example"))
     airflow.add("titanic_dag.py", (REPO / "jobs" / "dags" / "titanic_dag.py").read_text())
@@ -183,12 +188,15 @@ def test_the_titanic_dag_trains_scores_and_evaluates(service, migrated_db, tmp_p
     assert {view["jobStatus"] for view in views.values()} == {"COMPLETE"}
     assert len({view["id"] for view in views.values()}) == 3
     for role, view in views.items():
-        assert airflow.xcom("titanic_sparkrunner", role) == view["result"]
-    assert views["score"]["result"] == {"scoredRows": 300}
-    check_outputs(jobs, airflow.xcom("titanic_sparkrunner", "metrics"))  # the scores CSV and the metrics
+        assert airflow.xcom("titanic_sparkrunner", role) == view["result"] == TITANIC_RESULTS[role]
+        # Each task sent its job file's document as it is, and in order.
+        stored = json.loads((service.data_dir / "jobs" / view["id"] / "job.json").read_text())
+        assert stored == sent[role]
+    assert views["train"]["endDate"] <= views["score"]["startDate"]
+    assert views["score"]["endDate"] <= views["metrics"]["startDate"]
     # Each job's driver log was copied into its task's log, page by page, to the last line.
     pages = [service.get(f"/jobs/{view['id']}/log", params={"size": 1}).json() for view in views.values()]
-    assert max(page["total"] for page in pages) > 1000  # more than one page
+    assert min(page["total"] for page in pages) > 1000  # more than one page
     assert log.count("] [job] ") == sum(page["total"] for page in pages)
     for page in pages:
         assert f"[job] {page['log'][-1]}" in log
@@ -196,12 +204,12 @@ def test_the_titanic_dag_trains_scores_and_evaluates(service, migrated_db, tmp_p
 
 
 def test_failures_fail_the_task_and_a_timed_out_task_cancels_its_job(service, migrated_db, tmp_path):
-    failing = make_job(FAILING_SOURCE, outputData=[{
-        "assetType": "EXTERNAL_FILE", "name": "out", "filename": "out",
-        "fileUrl": (tmp_path / "out").as_uri() + "/{{ ds }}", "fileFormat": "CSV"}])
+    failing = standin_job(exit=1, error="score function 'score' raised ValueError: no rows", source=FAILING_SOURCE,
+                          outputData=[{"assetType": "EXTERNAL_FILE", "name": "out", "filename": "out",
+                                       "fileUrl": (tmp_path / "out").as_uri() + "/{{ ds }}", "fileFormat": "CSV"}])
     airflow = Airflow(tmp_path / "airflow", migrated_db, service)
     airflow.add("failures_dag.py", FAILURES_DAG.format(failing_job=failing))
-    airflow.add("sleeps.json", json.dumps(sleepy_job(300)))
+    airflow.add("sleeps.json", json.dumps(standin_job(seconds=300)))
 
     returncode, log = airflow.dags_test("sparkrunner_failures")
 
@@ -212,9 +220,13 @@ def test_failures_fail_the_task_and_a_timed_out_task_cancels_its_job(service, mi
     # The model's exception is the job's end reason, and the task fails with it.
     failed = service.job(airflow.xcom("sparkrunner_failures", "fails", "job_id"))
     assert failed["jobStatus"] == "ERROR"
-    url = (tmp_path / "out").as_uri() + f"/{LOGICAL_DATE}"
-    assert failed["reason"] == f"exit code 1: score function 'score' raised ValueError: no rows for {url} {{{{ kept }}}}"
+    assert failed["reason"] == "exit code 1: score function 'score' raised ValueError: no rows"
     assert f"sparkrunner job {failed['id']} ended ERROR: {failed['reason']}" in log
+    # The job's URL was templated; its model code, with braces of its own, was not.
+    sent = json.loads((service.data_dir / "jobs" / failed["id"] / "job.json").read_text())
+    assert sent["outputData"][0]["fileUrl"] == (tmp_path / "out").as_uri() + f"/{LOGICAL_DATE}"
+    assert sent["model"]["storedModel"]["modelAssets"][0]["sourceCode"] == FAILING_SOURCE
+    assert "{{ kept }}" in (service.data_dir / "jobs" / failed["id"] / "model.py").read_text()
 
     # A task whose execution_timeout passes cancels its job, deferred or not.
     for task in ("times_out_deferred", "times_out_polling"):
@@ -229,6 +241,7 @@ def test_failures_fail_the_task_and_a_timed_out_task_cancels_its_job(service, mi
 
 
 def test_a_retry_reconnects_to_the_job_of_the_failed_try(migrated_db, tmp_path):
+    """With a real Spark job: it outlives the service's crash, and the retried task finds it."""
     service = Service(tmp_path / "data", max_jobs=1).start()
     airflow = Airflow(tmp_path / "airflow", migrated_db, service)
     airflow.add("retry_dag.py", RETRY_DAG)
@@ -266,7 +279,7 @@ def test_a_deferred_task_stopped_by_airflow_cancels_its_job(service, monkeypatch
     failed or succeeded or clears it (the triggerer calls the trigger's on_kill), or the scheduler
     times the deferral out (the task resumes straight into a failure)."""
     monkeypatch.setenv("AIRFLOW_CONN_SPARKRUNNER_DEFAULT", connection(service))
-    by_user, by_timeout = (service.submit(sleepy_job(300))["id"] for _ in range(2))
+    by_user, by_timeout = (service.submit(standin_job(seconds=300))["id"] for _ in range(2))
 
     asyncio.run(SparkRunnerJobTrigger(by_user).on_kill())
 

@@ -4,27 +4,30 @@ Airflow 3.3 does not apply execution_timeout to a task that defers: the operator
 remaining time to ``defer(timeout=…)`` instead. When that passes the scheduler fails the deferral on
 its own: the trigger is dropped without its on_kill() and the task resumes straight into
 TaskDeferralTimeout. No triggerer runs here, so that resume is the only thing that can cancel the
-job. The scheduler, DAG processor and API server (the workers' execution API) are real processes.
+job. The scheduler, DAG processor and API server (the workers' execution API) are real processes;
+the service's job runs under the stand-in spark-submit (Airflow sees only the service).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from service_helpers import Service, free_port, sleepy_job
+from conftest import AIRFLOW
+from service_helpers import Service, free_port
+from support.spark_submit_standin import standin_job
 
 pytestmark = pytest.mark.e2e
 
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 DAG = '''\
 from datetime import datetime, timedelta
@@ -76,12 +79,13 @@ def with_group(process: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def test_a_deferral_timed_out_by_the_scheduler_cancels_the_job(tmp_path):
-    service = Service(tmp_path / "data", max_jobs=1).start()
+def test_a_deferral_timed_out_by_the_scheduler_cancels_the_job(tmp_path, migrated_airflow_db, standin_spark_home):
+    service = Service(tmp_path / "data", max_jobs=1, spark_home=standin_spark_home).start()
     home = tmp_path / "airflow"
     (home / "dags").mkdir(parents=True)
+    shutil.copy(migrated_airflow_db, home / "airflow.db")
     (home / "dags" / "timeout_dag.py").write_text(DAG)
-    (home / "dags" / "sleeps.json").write_text(json.dumps(sleepy_job(300)))
+    (home / "dags" / "sleeps.json").write_text(json.dumps(standin_job(seconds=300)))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
@@ -90,11 +94,13 @@ def test_a_deferral_timed_out_by_the_scheduler_cancels_the_job(tmp_path):
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
         AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL="2",
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+        # One secret for every process: each would otherwise write its own into a new airflow.cfg
+        # (the copied database comes without one), and the API server would refuse the workers.
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(16),
         AIRFLOW_CONN_SPARKRUNNER_DEFAULT=json.dumps(
             {"conn_type": "sparkrunner", "host": "127.0.0.1", "port": service.port}))
     airflow = Processes(env, tmp_path)
     try:
-        airflow.run("db", "migrate")
         airflow.start("api-server", "--port", str(port))
         airflow.start("dag-processor")
         airflow.start("scheduler")

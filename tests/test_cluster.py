@@ -1,7 +1,8 @@
 """A real Spark standalone cluster from the pyspark wheel: secure by default, and jobs run on it.
 
-One cluster serves the whole module (starting it takes tens of seconds); the last test stops it.
-Ports are picked free, so a developer's own cluster on 7077/8080 is neither used nor disturbed.
+The session's one cluster (conftest's ``standalone_cluster``) serves these tests and
+tests/test_distributed.py; the test of ``down`` runs after every other test and stops it. The
+tests of arguments and of a missing cluster start nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from service_helpers import free_ports
 from sparkrunner import config
 from sparkrunner import devcluster as cluster
 from sparkrunner.command import child_env, spark_submit_path
@@ -80,19 +82,6 @@ from pyspark.sql import SparkSession
 SparkSession.builder.appName(sys.argv[2]).getOrCreate()
 open(sys.argv[1], "w").write("joined the cluster\n")
 '''
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):  # held open together, so the ports differ
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def proc_stat(pid: int) -> list[str] | None:
@@ -217,18 +206,12 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def spark_cluster(tmp_path_factory):
-    cluster_dir = tmp_path_factory.mktemp("cluster")
-    master_port, webui_port = free_ports(2)
-    info = cluster.up(cluster_dir, workers=2, cores_per_worker=1, memory_per_worker="1g",
-                      master_port=master_port, webui_port=webui_port, worker_webui_port=0,
-                      timeout=START_TIMEOUT)
-    yield info
-    cluster.down(cluster_dir)
+@pytest.fixture
+def spark_cluster(standalone_cluster):
+    return standalone_cluster
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def secret(spark_cluster) -> str:
     return Path(spark_cluster.secret_file).read_text().strip()
 
@@ -256,17 +239,9 @@ def test_impossible_arguments_are_refused_before_anything_starts(tmp_path, argum
     assert not (tmp_path / "cluster.json").exists()
 
 
-def test_the_standalone_profile_fits_two_one_core_workers():
-    spark = config.load(PROFILE).spark
-    assert spark.master == "spark://127.0.0.1:7077"
-    assert spark.conf["spark.authenticate"] == "true"
-    assert "spark.authenticate.secret" not in spark.conf
-    assert (spark.conf["spark.executor.cores"], spark.conf["spark.cores.max"]) == ("1", "2")
-    assert spark.conf["spark.executor.memory"] == "512m"
-
-
 # --- the running cluster -------------------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_the_master_reports_both_workers_alive(spark_cluster):
     state = cluster.master_state(spark_cluster.webui_url)
     assert state["status"] == "ALIVE"
@@ -277,6 +252,7 @@ def test_the_master_reports_both_workers_alive(spark_cluster):
     assert [p["name"] for p in report["processes"]] == ["master", "worker-1", "worker-2"]
 
 
+@pytest.mark.e2e
 def test_the_rest_submission_server_is_off(spark_cluster):
     master = spark_cluster.processes[0]
     master_port = int(spark_cluster.master_url.rsplit(":", 1)[1])
@@ -286,12 +262,14 @@ def test_the_rest_submission_server_is_off(spark_cluster):
         socket.create_connection(("127.0.0.1", 6066), timeout=2).close()
 
 
+@pytest.mark.e2e
 def test_every_daemon_listens_on_the_loopback_interface_only(spark_cluster):
     for proc in spark_cluster.processes:
         addresses = {address for address, _ in listeners(proc.pid)}
         assert addresses and addresses <= LOOPBACK, (proc.name, addresses)
 
 
+@pytest.mark.e2e
 def test_the_secret_is_readable_by_its_owner_only(spark_cluster, secret):
     assert len(secret) == 64 and int(secret, 16)
     client_conf = Path(spark_cluster.client_conf_dir)
@@ -301,6 +279,7 @@ def test_the_secret_is_readable_by_its_owner_only(spark_cluster, secret):
     assert secret in (client_conf / "spark-defaults.conf").read_text()
 
 
+@pytest.mark.e2e
 def test_the_secret_is_on_no_command_line(spark_cluster, secret):
     for proc in spark_cluster.processes:
         assert secret not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(), proc.name
@@ -309,6 +288,7 @@ def test_the_secret_is_on_no_command_line(spark_cluster, secret):
     assert secret not in Path(spark_cluster.cluster_dir, "cluster.json").read_text()
 
 
+@pytest.mark.e2e
 def test_a_job_runs_on_executors_of_both_workers(spark_cluster, secret, tmp_path):
     script = tmp_path / "job.py"
     script.write_text(JOB_SCRIPT)
@@ -353,6 +333,7 @@ def test_a_job_runs_on_executors_of_both_workers(spark_cluster, secret, tmp_path
         assert secret not in part["cmdline"]
 
 
+@pytest.mark.e2e
 def test_drivers_without_the_secret_are_refused_by_the_master(spark_cluster, tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(PROBE_SCRIPT)
@@ -390,12 +371,15 @@ def test_drivers_without_the_secret_are_refused_by_the_master(spark_cluster, tmp
     assert not names & set(probes)
 
 
+@pytest.mark.e2e
 def test_up_refuses_to_start_over_a_running_cluster(spark_cluster):
     with pytest.raises(cluster.ClusterError, match="still running"):
         cluster.up(Path(spark_cluster.cluster_dir), master_port=1, webui_port=2)
     assert cluster.status(Path(spark_cluster.cluster_dir))["running"] is True
 
 
+@pytest.mark.e2e
+@pytest.mark.last  # it stops the cluster the session shares
 def test_down_stops_every_recorded_process(spark_cluster):
     cluster_dir = Path(spark_cluster.cluster_dir)
     messages = cluster.down(cluster_dir)

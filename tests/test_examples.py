@@ -1,4 +1,9 @@
-"""The Titanic example end to end: train, score and metrics, by `sparkrunner run` and by the service."""
+"""The examples end to end with `sparkrunner run`: the Titanic PySpark model (run once for the
+session, conftest's ``titanic_run``) and the scikit-learn model, trained then scored two ways.
+
+The Titanic jobs run through the service in tests/test_airflow.py (from Airflow) and on the
+standalone cluster in tests/test_distributed.py.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SPARKRUNNER
-from service_helpers import Service
 
 sys.path.insert(0, str(REPO / "jobs"))
-from build_examples import build, build_sklearn  # noqa: E402
+from build_examples import build_sklearn  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -48,44 +52,24 @@ def check_outputs(jobs: dict[str, Path], metrics: dict) -> None:
     assert metrics["accuracy"] > 0.78 and metrics["auc"] > 0.85
 
 
-def test_titanic_train_score_metrics_with_sparkrunner_run(tmp_path):
-    jobs = build(tmp_path / "example")
-    workdirs = {}
-    for role, job in jobs.items():
-        workdirs[role] = tmp_path / "runs" / role
-        done = subprocess.run([SPARKRUNNER, "run", "-q", "--workdir", str(workdirs[role]), str(job)],
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr + (workdirs[role] / "driver.log").read_text()[-3000:]
-        assert "sparkrunner: COMPLETE: exit code 0" in done.stderr
-    assert json.loads((workdirs["train"] / "result.json").read_text())["trainingRows"] == 800
-    assert json.loads((workdirs["score"] / "result.json").read_text()) == {"scoredRows": 300}
-    metrics = json.loads((workdirs["metrics"] / "result.json").read_text())
+def test_titanic_train_score_and_metrics_complete_with_sparkrunner_run(titanic_run):
+    for role in ("train", "score", "metrics"):
+        assert "sparkrunner: COMPLETE: exit code 0" in titanic_run.stderr[role]
+    assert json.loads((titanic_run.workdirs["train"] / "result.json").read_text())["trainingRows"] == 800
+    assert json.loads((titanic_run.workdirs["score"] / "result.json").read_text()) == {"scoredRows": 300}
+
+
+def test_titanic_writes_its_model_scores_and_metrics(titanic_run):
+    jobs = titanic_run.jobs
+    metrics = json.loads((titanic_run.workdirs["metrics"] / "result.json").read_text())
     check_outputs(jobs, metrics)
     written = json.loads(next(output_dir(jobs["metrics"]).glob("part-*.json")).read_text())
     assert written["accuracy"] == metrics["accuracy"]
-    # The job's sparkConf reached Spark: the log shows the setting the '?' ages need.
-    assert "spark.sql.ansi.enabled=false" in (workdirs["train"] / "driver.log").read_text().splitlines()[0]
 
 
-def test_titanic_through_the_service_with_submit_wait(tmp_path):
-    jobs = build(tmp_path / "example")
-    service = Service(tmp_path / "data").start()
-    try:
-        results = {}
-        for role, job in jobs.items():
-            done = subprocess.run([SPARKRUNNER, "submit", "--url", service.url, "--wait", str(job)],
-                                  capture_output=True, text=True)
-            assert done.returncode == 0, done.stderr[-3000:]
-            job_id = done.stdout.splitlines()[0]
-            view = service.job(job_id)
-            assert view["jobStatus"] == "COMPLETE"
-            assert any(line.startswith("sparkrunner: result: ") for line in done.stdout.splitlines())
-            results[role] = view["result"]
-        check_outputs(jobs, results["metrics"])
-        listed = subprocess.run([SPARKRUNNER, "list", "--url", service.url], capture_output=True, text=True)
-        assert listed.returncode == 0 and listed.stdout.count("COMPLETE") == 3
-    finally:
-        service.stop()
+def test_titanic_jobs_spark_conf_reaches_spark(titanic_run):
+    # The log shows the setting the '?' ages need, as the job's sparkConf gave it.
+    assert "spark.sql.ansi.enabled=false" in (titanic_run.workdirs["train"] / "driver.log").read_text().splitlines()[0]
 
 
 def check_sklearn_scores(jobs: dict[str, Path], results: dict[str, dict]) -> None:
@@ -110,15 +94,27 @@ def check_sklearn_scores(jobs: dict[str, Path], results: dict[str, dict]) -> Non
     assert accuracy > 0.75
 
 
+def run_together(jobs: dict[str, Path], runs: Path) -> dict[str, dict]:
+    """Runs the jobs with `sparkrunner run`, all at once; returns each one's result."""
+    started = {}
+    for role, job in jobs.items():
+        with open(runs / f"{role}.stderr", "wb") as err:
+            started[role] = subprocess.Popen([SPARKRUNNER, "run", "-q", "--workdir", str(runs / role), str(job)],
+                                             stdout=subprocess.DEVNULL, stderr=err)
+    results = {}
+    for role, process in started.items():
+        code = process.wait(timeout=600)
+        assert code == 0, (runs / f"{role}.stderr").read_text() + (runs / role / "driver.log").read_text()[-3000:]
+        results[role] = json.loads((runs / role / "result.json").read_text())
+    return results
+
+
 def test_a_scikit_learn_model_trained_then_scored_by_record_and_by_dataframe(tmp_path):
     jobs = build_sklearn(tmp_path / "example")
-    results = {}
-    for role, job in jobs.items():
-        workdir = tmp_path / "runs" / role
-        done = subprocess.run([SPARKRUNNER, "run", "-q", "--workdir", str(workdir), str(job)],
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr + (workdir / "driver.log").read_text()[-3000:]
-        results[role] = json.loads((workdir / "result.json").read_text())
+    (tmp_path / "runs").mkdir()
+    results = run_together({"train": jobs["train"]}, tmp_path / "runs")
     assert results["train"]["trainingRows"] == 800
     assert output_dir(jobs["train"]).is_file()  # the pickle: the training job's output
+    # The two forms of scoring read the same pickle and write apart: they run at once.
+    results.update(run_together({role: jobs[role] for role in ("score-records", "score-frames")}, tmp_path / "runs"))
     check_sklearn_scores(jobs, results)

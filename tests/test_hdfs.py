@@ -1,4 +1,6 @@
-"""HDFS checks and staging through the `hdfs` package, against the WebHDFS test server."""
+"""HDFS checks and staging through the `hdfs` package, against the WebHDFS test server answering
+as a NameNode does: alone, and as the service runs them before spark-submit (the service in this
+process, its jobs run by the stand-in spark-submit)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,15 @@ import pytest
 from hdfs import InsecureClient
 
 from conftest import make_job
+from service_helpers import InProcessService
 from sparkrunner.config import HdfsSettings
 from sparkrunner.errors import HdfsCheckFailed
 from sparkrunner.hdfs import Hdfs, needs_hdfs, split_url
 from sparkrunner.jobspec import validate
+from support.spark_submit_standin import calls, standin_job
 from support.webhdfs import WebHdfsServer
+
+TERMINAL = {"COMPLETE", "ERROR", "CANCELLED"}
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +95,41 @@ def test_staging_that_fails_is_a_check_failure_not_a_crash(server):
 def test_an_hdfs_url_naming_another_cluster_is_refused():
     with pytest.raises(HdfsCheckFailed, match="names the cluster 'other'"):
         split_url("hdfs://other:8020/data/x", HdfsSettings(namenode="http://nn:9870"))
+
+
+@pytest.fixture(scope="module")
+def service(server, tmp_path_factory, standin_spark_home):
+    """A service that checks and stages on the server, overwriting existing outputs."""
+    extra = (f"hdfs:\n  user: sparkrunner\n  existing_outputs: overwrite\n"
+             f"  staging_root: {server.webhdfs_url}/user/sparkrunner/staging\n")
+    svc = InProcessService(tmp_path_factory.mktemp("hdfs-service") / "data", max_jobs=1, extra=extra,
+                           spark_home=standin_spark_home).start()
+    yield svc
+    svc.stop()
+
+
+def test_a_missing_hdfs_input_fails_the_job_before_spark_submit(server, service):
+    doc = standin_job(inputData=[asset("numbers", f"{server.webhdfs_url}/data/missing.csv")])
+    job = service.wait_for(service.submit(doc)["id"], TERMINAL, timeout=60)
+    assert job["jobStatus"] == "ERROR"
+    assert job["reason"] == (f"before spark-submit: $.inputData[0]: 'numbers' "
+                             f"({server.webhdfs_url}/data/missing.csv) does not exist")
+    assert job["startDate"] is None and job["waitSeconds"] < 10  # ended straight from the queue
+    workdir = service.data_dir / "jobs" / job["id"]
+    assert not (workdir / "driver.log").exists() and calls(workdir) == []  # spark-submit never ran
+
+
+def test_the_service_overwrites_existing_outputs_and_stages_the_job_before_running_it(server, service):
+    client = InsecureClient(server.url, user="sparkrunner")
+    client.write("/data/numbers.csv", data=b"n\n1\n2\n", overwrite=True)
+    client.write("/out/squares/stale.csv", data=b"from an earlier run\n", overwrite=True)
+    doc = standin_job(inputData=[asset("numbers", f"{server.webhdfs_url}/data/numbers.csv")],
+                      outputData=[asset("squares", f"{server.webhdfs_url}/out/squares")])
+    job = service.wait_for(service.submit(doc)["id"], TERMINAL, timeout=60)
+    assert job["jobStatus"] == "COMPLETE", job
+    assert client.status("/out/squares", strict=False) is None  # deleted by the check: the stand-in writes none
+    staged = f"/user/sparkrunner/staging/{job['id']}"
+    assert {"model.py", "job.json", "sparkrunner_driver.py", "sparkrunner_job_metadata.py"} <= set(client.list(staged))
+    assert client.status(staged)["permission"] == "700"
+    [call] = calls(service.data_dir / "jobs" / job["id"])
+    assert call["argv"][-1].endswith("sparkrunner_driver.py")

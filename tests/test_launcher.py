@@ -6,7 +6,6 @@ handling exactly; tests/test_run_e2e.py runs the real spark-submit.
 
 import os
 import sys
-import threading
 import time
 
 from sparkrunner.launcher import LogWatcher, SparkSubmit, end_reason
@@ -81,11 +80,19 @@ def test_a_failure_reports_the_drivers_line(tmp_path):
     assert outcome.tail[-1].startswith("sparkrunner: error:")
 
 
+def cancel_once_started(run):
+    """An on_line callback: cancels ``run`` from inside its wait(), once the child says it
+    started (its grandchild is then running), as the service cancels a run another thread follows."""
+    def on_line(watcher, line):
+        if line == "started":
+            run.cancel()
+    return on_line
+
+
 def test_cancel_ends_the_whole_group(tmp_path):
     run = start(tmp_path, "sleep")
     pid = grandchild(tmp_path)
-    threading.Timer(0.3, run.cancel).start()
-    outcome = run.wait()
+    outcome = run.wait(on_line=cancel_once_started(run))
     assert (outcome.status, outcome.reason) == (JobStatus.CANCELLED, "cancelled by user")
     assert outcome.signal == 15
     assert gone(pid)
@@ -146,8 +153,7 @@ def test_a_handle_attached_to_a_live_run_follows_it_and_can_cancel_it(tmp_path):
     later = SparkSubmit.attach(run.pid, run.start_time, tmp_path, tmp_path / "driver.log")
     assert later.is_running()
     assert not SparkSubmit.attach(run.pid, "12345", tmp_path, tmp_path / "driver.log").is_running()  # a reused pid
-    threading.Timer(0.3, later.cancel).start()
-    outcome = later.wait()
+    outcome = later.wait(on_line=cancel_once_started(later))
     assert (outcome.status, outcome.reason) == (JobStatus.CANCELLED, "cancelled by user")
     assert gone(pid)
     run.process.wait()  # reap it: the test is its parent

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from service_helpers import Service
-from test_airflow import Airflow, migrated_db  # noqa: F401  (a fixture: one migrated database)
+from test_airflow import Airflow
 
 from livy import LivyBatch, SessionState
 
@@ -119,9 +119,9 @@ def scripts(tmp_path):
     return {name: str(path) for name, path in paths.items()}
 
 
-def livy_airflow(tmp_path, migrated_db, service: Service) -> Airflow:  # noqa: F811
+def livy_airflow(tmp_path, migrated_airflow_db, service: Service) -> Airflow:
     connection = json.dumps({"conn_type": "livy", "host": "127.0.0.1", "port": service.port})
-    return Airflow(tmp_path / "airflow", migrated_db, service, AIRFLOW_CONN_SPARKRUNNER_LIVY=connection)
+    return Airflow(tmp_path / "airflow", migrated_airflow_db, service, AIRFLOW_CONN_SPARKRUNNER_LIVY=connection)
 
 
 def xcom(airflow: Airflow, dag_id: str, task_id: str, key: str = "return_value"):
@@ -138,8 +138,8 @@ def batches_by_name(service: Service) -> dict[str, dict]:
     return {batch["name"]: batch for batch in listed["sessions"]}
 
 
-def test_livy_operator_runs_scripts_polling_and_deferred(service, migrated_db, scripts, tmp_path):  # noqa: F811
-    airflow = livy_airflow(tmp_path, migrated_db, service)
+def test_livy_operator_runs_scripts_polling_and_deferred(service, migrated_airflow_db, scripts, tmp_path):
+    airflow = livy_airflow(tmp_path, migrated_airflow_db, service)
     airflow.add("livy_success.py", SUCCESS_DAG.format(pi=scripts["pi"]))
 
     returncode, log = airflow.dags_test("livy_success")
@@ -164,9 +164,9 @@ def test_livy_operator_runs_scripts_polling_and_deferred(service, migrated_db, s
     assert "Deferring" in log or "deferred" in log.lower()
 
 
-def test_livy_operator_fails_with_the_script_and_deletes_a_timed_out_batch(service, migrated_db, scripts,  # noqa: F811
+def test_livy_operator_fails_with_the_script_and_deletes_a_timed_out_batch(service, migrated_airflow_db, scripts,
                                                                            tmp_path):
-    airflow = livy_airflow(tmp_path, migrated_db, service)
+    airflow = livy_airflow(tmp_path, migrated_airflow_db, service)
     airflow.add("livy_failures.py", FAILURES_DAG.format(**scripts))
 
     returncode, log = airflow.dags_test("livy_failures")

@@ -1,15 +1,14 @@
-"""The distributed scoring path (sparkrunner/inside/scoring.py) in one shared local[2] SparkSession.
+"""The distributed scoring path (sparkrunner/inside/scoring.py) in the session's one local[2] SparkSession
+(conftest's ``spark``: small Arrow batches, so that "init once" means something).
 
 Jobs are validated as documents (so the plan is the one a real job gets) and scored in process;
-`tests/test_scoring_e2e.py` runs them through spark-submit.
+tests/test_examples.py runs the scikit-learn example's scoring jobs through spark-submit.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import sys
 import uuid
 from pathlib import Path
 
@@ -20,22 +19,7 @@ from conftest import make_job
 from sparkrunner import jobspec
 from sparkrunner.inside import scoring
 
-pytestmark = pytest.mark.e2e  # a real JVM, started once for the module
-
-
-@pytest.fixture(scope="module")
-def spark():
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    from pyspark.sql import SparkSession
-
-    session = (SparkSession.builder.master("local[2]").appName("sparkrunner-test-scoring")
-               .config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "2")
-               # Small batches: many batches per worker, so "init once" means something.
-               .config("spark.sql.execution.arrow.maxRecordsPerBatch", "50")
-               .getOrCreate())
-    yield session
-    session.stop()
+pytestmark = pytest.mark.e2e  # a real JVM, started once for the session
 
 
 def data_asset(name: str, path: Path, file_format: str, **fields) -> dict:

@@ -106,44 +106,6 @@ def test_concurrent_moves_let_exactly_one_win(store):
     assert store.get("j1").status is winners[0].status
 
 
-def test_the_log_tail_reads_only_the_end(tmp_path):
-    from sparkrunner.service.reader import tail_lines
-
-    log = tmp_path / "driver.log"
-    log.write_text("".join(f"line {i}\n" for i in range(100_000)))
-    assert tail_lines(log, 3) == ["line 99997", "line 99998", "line 99999"]
-    assert tail_lines(log, 3, block=5) == ["line 99997", "line 99998", "line 99999"]
-    log.write_text("only\n")
-    assert tail_lines(log, 20) == ["only"]
-    assert tail_lines(tmp_path / "missing.log", 5) == []
-
-
-def test_the_log_pager_holds_back_an_unfinished_last_line_until_the_job_ends(tmp_path):
-    from sparkrunner.config import Settings
-    from sparkrunner.service import JobService
-
-    service = JobService(Settings(data_dir=tmp_path / "data"))
-    try:
-        record, _ = service.store.create(id="j1", owner="", idempotency_key=None, job_type="MODEL_BATCH_JOB",
-                                         name="m", document={}, timeout_seconds=None)
-        workdir = service.workdir(record)
-        workdir.mkdir()
-        (workdir / "driver.log").write_bytes(b"line 1\nscore: 0.9")
-        assert service.read_log(record, 0, 10) == (0, 1, ["line 1"])
-        with open(workdir / "driver.log", "ab") as f:
-            f.write(b"87 auc\rstill one line\n")
-        assert service.read_log(record, 1, 10) == (1, 2, ["score: 0.987 auc\rstill one line"])
-        with open(workdir / "driver.log", "ab") as f:
-            f.write(b"last, unterminated")
-        ended = service.store.move("j1", JobStatus.ERROR, "x")
-        assert service.read_log(ended, None, 1) == (2, 3, ["last, unterminated"])
-        # A second service on the same data directory would run every job twice.
-        with pytest.raises(Exception, match="another sparkrunner service is using"):
-            JobService(Settings(data_dir=tmp_path / "data"))
-    finally:
-        service.close()
-
-
 def test_sqlite_errors_become_store_errors_saying_what_failed(tmp_path):
     from sparkrunner.errors import StoreError
 

@@ -1,4 +1,9 @@
-"""The WebHDFS test server against both real clients: the `hdfs` package and Spark's own."""
+"""The WebHDFS test server against both real clients: the `hdfs` package and Spark's own.
+
+It answers as a NameNode does, JSON declared as such, and Spark 4.3's own client fails on that
+(the e2e tests at the end show it). The other Spark tests run it without the header, the mode
+tests/test_distributed.py uses for data on executors.
+"""
 
 import csv
 import hashlib
@@ -36,11 +41,13 @@ def client(server):
     return InsecureClient(server.url, user="sparkrunner")
 
 
-@pytest.fixture(scope="session")
-def spark():
-    # Shared with other modules in the same run: never stopped here, no confs of our own.
-    from pyspark.sql import SparkSession
-    return SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false").getOrCreate()
+@pytest.fixture
+def lenient_server(tmp_path):
+    """The server without the JSON Content-Type, as Spark 4.3's own client needs it."""
+    root = tmp_path / "hdfs-lenient"
+    root.mkdir()
+    with WebHdfsServer(root, json_content_type=False) as running:
+        yield running
 
 
 def raw_request(server, method, path):
@@ -211,12 +218,12 @@ def test_create_without_overwrite_keeps_the_existing_file(server, client):
     assert server.local_path("/once.txt").read_bytes() == b"replacement"
 
 
-def test_errors_are_remote_exceptions_without_content_type(server, tmp_path):
+def test_errors_are_remote_exceptions_declared_as_json(server, tmp_path):
     status, headers, body = raw_request(server, "GET", "/webhdfs/v1/x?op=NOSUCHOP")
     assert status == 400
     assert body["RemoteException"]["javaClassName"] == "java.lang.IllegalArgumentException"
     assert "GetOpParam.Op.NOSUCHOP" in body["RemoteException"]["message"]
-    assert "Content-Type" not in headers  # Spark 4.3's client cannot decode JSON that has one
+    assert headers["Content-Type"] == "application/json"  # as a NameNode says it
 
     status, _, body = raw_request(server, "PUT", "/webhdfs/v1/x?op=GETFILESTATUS")
     assert (status, body["RemoteException"]["exception"]) == (400, "IllegalArgumentException")
@@ -253,21 +260,42 @@ def test_runs_as_a_separate_process(tmp_path):
         proc.wait(timeout=10)
 
 
+def test_json_answers_are_declared_as_json_unless_told_otherwise(server, lenient_server):
+    status, headers, body = raw_request(server, "GET", "/webhdfs/v1/?op=GETFILESTATUS")
+    assert (status, headers["Content-Type"], body["FileStatus"]["type"]) == (200, "application/json", "DIRECTORY")
+    status, headers, body = raw_request(lenient_server, "GET", "/webhdfs/v1/?op=GETFILESTATUS")
+    assert (status, body["FileStatus"]["type"]) == (200, "DIRECTORY") and "Content-Type" not in headers
+
+
 # --- Spark's own Hadoop client (webhdfs://) ------------------------------------------------------
 
 def sorted_rows(df):
     return sorted(tuple(row) for row in df.collect())
 
 
-def test_spark_reads_a_csv_uploaded_with_the_hdfs_package(server, client, spark):
+@pytest.mark.e2e
+def test_spark_cannot_read_webhdfs_from_a_server_that_answers_as_a_namenode(server, client, spark):
+    """Why the README says hdfs:// for data: Spark 4.3's webhdfs:// client fails on real NameNodes."""
     client.write("/data/in.csv", data=CSV_TEXT.encode("utf-8"))
+
+    with pytest.raises(Exception, match="Response decoding failure") as failure:
+        spark.read.schema(SCHEMA).option("header", True).csv(f"{server.webhdfs_url}/data/in.csv").collect()
+    assert "RuntimeDelegateImpl" in str(failure.value)  # the JAX-RS part its shaded client lacks
+
+
+@pytest.mark.e2e
+def test_spark_reads_a_csv_uploaded_with_the_hdfs_package(lenient_server, spark):
+    server = lenient_server
+    InsecureClient(server.url, user="sparkrunner").write("/data/in.csv", data=CSV_TEXT.encode("utf-8"))
 
     df = spark.read.schema(SCHEMA).option("header", True).csv(f"{server.webhdfs_url}/data/in.csv")
     assert sorted_rows(df) == ROWS
     assert {("GET", "GETFILEBLOCKLOCATIONS"), ("GET", "OPEN")} <= set(server.requests)
 
 
-def test_spark_writes_parquet_through_the_file_output_committer(server, spark):
+@pytest.mark.e2e
+def test_spark_writes_parquet_through_the_file_output_committer(lenient_server, spark):
+    server = lenient_server
     url = f"{server.webhdfs_url}/out/p"
     spark.createDataFrame(ROWS, SCHEMA).write.mode("overwrite").parquet(url)
 
@@ -287,7 +315,9 @@ def test_spark_writes_parquet_through_the_file_output_committer(server, spark):
     assert not any(part.exists() for part in parts)
 
 
-def test_spark_writes_csv_through_the_file_output_committer(server, client, spark):
+@pytest.mark.e2e
+def test_spark_writes_csv_through_the_file_output_committer(lenient_server, spark):
+    server, client = lenient_server, InsecureClient(lenient_server.url, user="sparkrunner")
     url = f"{server.webhdfs_url}/out/c"
     spark.createDataFrame(ROWS, SCHEMA).coalesce(1).write.mode("overwrite").option("header", True).csv(url)
 

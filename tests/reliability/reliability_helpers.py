@@ -22,10 +22,12 @@ RANK = {"CREATED": 0, "WAITING": 1, "RUNNING": 2, "COMPLETE": 3, "ERROR": 3, "CA
 
 
 def write_config(path: Path, data_dir: Path, *, tokens: dict[str, str] | None = None,
-                 max_jobs: int = 1, default_timeout: int = 30) -> Path:
-    """A configuration for a test service: one job at a time, no Spark UI, a short default timeout."""
+                 max_jobs: int = 1, default_timeout: int = 30, spark_home: Path | None = None) -> Path:
+    """A configuration for a test service: one job at a time, no Spark UI, a short default
+    timeout; ``spark_home`` replaces the pyspark wheel's Spark (e.g. by the stand-in)."""
     lines = [f"data_dir: {data_dir}",
              "spark:",
+             *([f"  home: {spark_home}"] if spark_home else []),
              "  conf:",
              "    spark.ui.enabled: 'false'",
              "    spark.ui.showConsoleProgress: 'false'",

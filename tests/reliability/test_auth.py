@@ -1,4 +1,6 @@
-"""Authentication, ownership and cross-site protection, against a real `sparkrunner serve`."""
+"""Authentication, ownership and cross-site protection, over HTTP against the service's app in
+this process, its jobs run by the stand-in spark-submit (tests/support/spark_submit_standin.py);
+`sparkrunner serve` itself for what it refuses to start with."""
 
 from __future__ import annotations
 
@@ -11,23 +13,14 @@ import subprocess
 import pytest
 import requests
 
-from conftest import SPARKRUNNER, make_job
-from service_helpers import Service, free_port, sleepy_job
+from conftest import SPARKRUNNER
+from service_helpers import InProcessService
+from support.spark_submit_standin import standin_job
 
 ALICE_TOKEN = "alice-token-0123456789abcdef"
 BOB_TOKEN = "bob-token-fedcba9876543210"
 CAROL_TOKEN = "carol-token-with-a-stored-digest"
 CAROL_DIGEST = "sha256:" + hashlib.sha256(CAROL_TOKEN.encode()).hexdigest()
-#: A job that ends before spark-submit, with no JVM, on a service whose namenode is unreachable
-#: (see :func:`unreachable_namenode`): its hdfs:// input cannot be checked.
-NO_JVM_JOB = make_job(inputData=[{"assetType": "EXTERNAL_FILE", "name": "in", "fileUrl": "hdfs:///auth/in.csv"}])
-
-
-def unreachable_namenode() -> str:
-    """Configuration (top-level YAML) naming a namenode where nothing listens."""
-    return f"hdfs:\n  namenode: http://127.0.0.1:{free_port()}\n"
-
-
 def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
@@ -37,13 +30,14 @@ def basic(user: str, token: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, standin_spark_home):
     extra = ("  tokens:\n"
              f"    alice: {ALICE_TOKEN}\n"
              f"    bob: {BOB_TOKEN}\n"
              f"    carol: '{CAROL_DIGEST}'\n")
     # The configuration ends inside service:, where the tokens belong.
-    svc = Service(tmp_path_factory.mktemp("auth") / "data", max_jobs=1, extra=extra).start()
+    svc = InProcessService(tmp_path_factory.mktemp("auth") / "data", max_jobs=1, extra=extra,
+                           spark_home=standin_spark_home).start()
     yield svc
     for job in svc.get("/jobs", headers=bearer(ALICE_TOKEN), params={"size": 1000}).json()["jobs"]:
         svc.post(f"/jobs/{job['id']}/cancel", headers=bearer(ALICE_TOKEN))
@@ -53,7 +47,7 @@ def service(tmp_path_factory):
 @pytest.fixture(scope="module")
 def alices_job(service):
     """A job of alice's that sleeps long enough for the whole module; cancelled at the end."""
-    return service.submit(sleepy_job(120), **bearer(ALICE_TOKEN))
+    return service.submit(standin_job(seconds=120), **bearer(ALICE_TOKEN))
 
 
 @pytest.mark.parametrize("method,path", [("GET", "/jobs"), ("GET", "/jobs/x"), ("GET", "/jobs/x/log"),
@@ -88,7 +82,7 @@ def test_bearer_basic_and_digest_tokens_name_their_users(service, alices_job):
     job_id = alices_job["id"]
     assert service.get(f"/jobs/{job_id}", headers=bearer(ALICE_TOKEN)).json()["id"] == job_id
     assert service.get(f"/jobs/{job_id}", headers=basic("alice", ALICE_TOKEN)).json()["id"] == job_id
-    carols = service.submit(sleepy_job(0), **bearer(CAROL_TOKEN))
+    carols = service.submit(standin_job(), **bearer(CAROL_TOKEN))
     assert service.get(f"/jobs/{carols['id']}", headers=basic("carol", CAROL_TOKEN)).status_code == 200
     assert service.post(f"/jobs/{carols['id']}/cancel", headers=bearer(CAROL_TOKEN)).status_code == 200
 
@@ -112,9 +106,9 @@ def test_another_users_job_does_not_exist_for_you(service, alices_job):
 
 
 def test_idempotency_keys_are_per_user(service, alices_job):
-    first = service.post("/jobs", json=sleepy_job(0), headers={"Idempotency-Key": "k1", **bearer(BOB_TOKEN)})
-    again = service.post("/jobs", json=sleepy_job(0), headers={"Idempotency-Key": "k1", **bearer(BOB_TOKEN)})
-    other = service.post("/jobs", json=sleepy_job(0), headers={"Idempotency-Key": "k1", **bearer(CAROL_TOKEN)})
+    first = service.post("/jobs", json=standin_job(), headers={"Idempotency-Key": "k1", **bearer(BOB_TOKEN)})
+    again = service.post("/jobs", json=standin_job(), headers={"Idempotency-Key": "k1", **bearer(BOB_TOKEN)})
+    other = service.post("/jobs", json=standin_job(), headers={"Idempotency-Key": "k1", **bearer(CAROL_TOKEN)})
     assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
     assert first.json()["id"] == again.json()["id"] != other.json()["id"]
     for response, token in ((first, BOB_TOKEN), (other, CAROL_TOKEN)):
@@ -130,13 +124,13 @@ def test_basic_auth_alone_does_not_pass_the_cross_site_check(service):
     assert response.status_code == 403
     assert "X-Requested-By" in response.json()["detail"]
     # A form can send a job's JSON as text/plain: still a form's type, still refused.
-    response = requests.post(service.url + "/jobs", data=json.dumps(sleepy_job(0)), timeout=10,
+    response = requests.post(service.url + "/jobs", data=json.dumps(standin_job()), timeout=10,
                              headers={"Content-Type": "text/plain", **basic("bob", BOB_TOKEN)})
     assert response.status_code == 403
     # With a bearer token (which browsers never add by themselves) no header is needed; with
     # basic, a body declared as JSON (which a form cannot declare) is enough.
     for headers in (bearer(BOB_TOKEN), basic("bob", BOB_TOKEN)):
-        accepted = requests.post(service.url + "/jobs", json=sleepy_job(0), headers=headers, timeout=30)
+        accepted = requests.post(service.url + "/jobs", json=standin_job(), headers=headers, timeout=30)
         assert accepted.status_code == 201, accepted.text
         service.post(f"/jobs/{accepted.json()['id']}/cancel", headers=bearer(BOB_TOKEN))
     assert service.get("/jobs", headers=bearer(BOB_TOKEN)).json()["total"] == before + 2
@@ -147,17 +141,17 @@ FORM_TYPES = (None, "application/x-www-form-urlencoded", "multipart/form-data; b
               "text/plain; charset=utf-8")
 
 
-def test_without_authentication_a_form_post_cannot_submit_or_cancel(tmp_path):
-    service = Service(tmp_path / "data").start()
+def test_without_authentication_a_form_post_cannot_submit_or_cancel(tmp_path, standin_spark_home):
+    service = InProcessService(tmp_path / "data", spark_home=standin_spark_home).start()
     try:
         for content_type, path in itertools.product(FORM_TYPES, ("/jobs", "/jobs/any/cancel",
                                                                   "/model-manage/api/jobs")):
             headers = {"Content-Type": content_type} if content_type else {}
             # A job's JSON as the body: text/plain lets a form send exactly that.
-            response = requests.post(service.url + path, data=json.dumps(sleepy_job(0)), timeout=10,
+            response = requests.post(service.url + path, data=json.dumps(standin_job()), timeout=10,
                                      headers=headers)
             assert response.status_code == 403, (content_type, path, response.text)
-            response = requests.post(service.url + path, data=json.dumps(sleepy_job(0)), timeout=10,
+            response = requests.post(service.url + path, data=json.dumps(standin_job()), timeout=10,
                                      headers={"X-Requested-By": "", **headers})
             assert response.status_code == 403, (content_type, path)  # an empty value is no value
         assert service.get("/jobs").json()["total"] == 0
@@ -166,18 +160,18 @@ def test_without_authentication_a_form_post_cannot_submit_or_cancel(tmp_path):
         service.stop()
 
 
-def test_without_authentication_a_json_post_needs_no_header(tmp_path):
+def test_without_authentication_a_json_post_needs_no_header(tmp_path, standin_spark_home):
     """As ModelOp's and Livy's clients send it: requests.post(url, json=job), nothing else. A
     form cannot declare its body as JSON."""
-    service = Service(tmp_path / "data", extra=unreachable_namenode()).start()
+    service = InProcessService(tmp_path / "data", spark_home=standin_spark_home).start()
     try:
         for path in ("/jobs", "/model-manage/api/jobs"):
-            response = requests.post(service.url + path, json=NO_JVM_JOB, timeout=30)
+            response = requests.post(service.url + path, json=standin_job(), timeout=30)
             assert response.status_code == 201, response.text
             assert response.request.headers["Content-Type"] == "application/json"
             assert "X-Requested-By" not in response.request.headers
             job = service.wait_for(response.json()["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=60)
-            assert job["reason"].startswith("before spark-submit: "), job
+            assert job["jobStatus"] == "COMPLETE", job
         assert service.get("/jobs").json()["total"] == 2
     finally:
         service.stop()

@@ -1,6 +1,7 @@
 """Bad input gets a 4xx naming the field and the value, never a 500, and leaves nothing behind.
 
-One real `sparkrunner serve` with small limits serves the module; every refused request is
+One service with small limits serves the module: its app in this process over HTTP on
+127.0.0.1 and a temporary SQLite file, with the stand-in spark-submit. Every refused request is
 followed by a check that no job was stored and no working directory made.
 """
 
@@ -14,7 +15,7 @@ import socket
 import pytest
 
 from conftest import make_job
-from service_helpers import Service
+from service_helpers import InProcessService
 
 MAX_REQUEST = 64 * 1024
 MAX_ASSET = 16 * 1024
@@ -36,11 +37,12 @@ def roots(base):
 
 
 @pytest.fixture(scope="module")
-def service(base, roots):
+def service(base, roots, standin_spark_home):
     config = base / "sparkrunner.yaml"
     config.write_text(f"""
 data_dir: {base / 'data'}
 spark:
+  home: {standin_spark_home}
   conf: {{spark.ui.enabled: "false"}}
 policy:
   local_roots: [{roots}]
@@ -55,7 +57,7 @@ limits:
   max_assets: 20
   max_asset_bytes: {MAX_ASSET}
 """)
-    svc = Service(base / "data", config=config).start()
+    svc = InProcessService(base / "data", config=config).start()
     yield svc
     svc.stop()
 

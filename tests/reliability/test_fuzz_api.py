@@ -33,12 +33,12 @@ TOKEN = "fuzz-" + uuid.uuid4().hex
 TOKENS = {"fuzzer": TOKEN}
 
 
-def serve(tmp_path_factory, tokens):
+def serve(tmp_path_factory, tokens, spark_home):
     """A service and a client of it: anonymous, or with a bearer token."""
-    # One job at a time and a short default timeout: a generated document that happens to be
-    # valid would start a real spark-submit.
+    # A generated document that happens to be valid runs under the stand-in spark-submit; one
+    # job at a time and a short default timeout keep even those short.
     service = start_service(tmp_path_factory.mktemp("fuzz"), "data", tokens=tokens, max_jobs=1,
-                            default_timeout=20)
+                            default_timeout=20, spark_home=spark_home)
     client = Client(service.url, tokens and tokens["fuzzer"])
     try:
         seeded = [client.post("/jobs", json=NO_JVM_JOB).json()["id"] for _ in range(2)]
@@ -101,14 +101,14 @@ ANONYMOUS = load_schema(Settings())
 
 
 @pytest.fixture(scope="module")
-def anonymous(tmp_path_factory):
-    for target in serve(tmp_path_factory, None):
+def anonymous(tmp_path_factory, standin_spark_home):
+    for target in serve(tmp_path_factory, None, standin_spark_home):
         yield served_as(target, ANONYMOUS)
 
 
 @pytest.fixture(scope="module")
-def with_token(tmp_path_factory):
-    for target in serve(tmp_path_factory, TOKENS):
+def with_token(tmp_path_factory, standin_spark_home):
+    for target in serve(tmp_path_factory, TOKENS, standin_spark_home):
         yield served_as(target, WITH_TOKEN)
 
 

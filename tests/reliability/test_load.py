@@ -2,9 +2,10 @@
 
 Most jobs here end before spark-submit (they name an HDFS input and no namenode is configured):
 they go through the whole service path (validate, store, queue, schedule, lay out, check, end
-with a reason) without a JVM each, which 1,000 JVMs on 2 cores could not afford. Every 50th
-job is a real Spark job that holds a slot for a few seconds, so the concurrency limit is
-tested by real spark-submits.
+with a reason) without a JVM each, which 1,000 JVMs on 2 cores could not afford. In the burst,
+every 50th job runs under the stand-in spark-submit and holds a slot for a few seconds, so the
+concurrency limit is tested by process groups the service started. The polling test runs two
+real Spark jobs, so that the polls compete with two Spark drivers for the CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import requests
 
 from conftest import make_job
 from service_helpers import Service, pids_in_group, sleepy_job
+from support.spark_submit_standin import INSTRUCTIONS, standin_job
 
 pytestmark = pytest.mark.e2e
 
@@ -50,9 +52,16 @@ class Monitor(threading.Thread):
         db.close()
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("load") / "data", max_jobs=MAX_JOBS).start()
+@pytest.fixture
+def standin_service(tmp_path, standin_spark_home):
+    svc = Service(tmp_path / "data", max_jobs=MAX_JOBS, spark_home=standin_spark_home).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def service(tmp_path):
+    svc = Service(tmp_path / "data", max_jobs=MAX_JOBS).start()
     yield svc
     svc.stop()
 
@@ -67,8 +76,9 @@ def submit_all(service: Service, docs: list[dict], threads: int) -> list[request
         return list(pool.map(post, docs))
 
 
-def test_a_burst_of_200_submissions_is_stored_runs_within_the_limit_and_ends(service):
-    docs = [sleepy_job(2) if n % 50 == 0 else no_jvm_job(n) for n in range(200)]
+def test_a_burst_of_200_submissions_is_stored_runs_within_the_limit_and_ends(standin_service):
+    service = standin_service
+    docs = [standin_job(seconds=8, result={"sum": 4950}) if n % 50 == 0 else no_jvm_job(n) for n in range(200)]
     monitor = Monitor(service)
     monitor.start()
     responses = submit_all(service, docs, threads=50)
@@ -83,7 +93,7 @@ def test_a_burst_of_200_submissions_is_stored_runs_within_the_limit_and_ends(ser
     ended = {job_id: service.wait_for(job_id, set(TERMINAL), timeout=300) for job_id in ids}
     monitor.stop.set()
     monitor.join()
-    real = {r.json()["id"] for r, doc in zip(responses, docs) if "seconds.txt" in str(doc)}
+    real = {r.json()["id"] for r, doc in zip(responses, docs) if INSTRUCTIONS in str(doc)}
     assert len(real) == 4
     for job_id, job in ended.items():
         if job_id in real:
@@ -96,8 +106,7 @@ def test_a_burst_of_200_submissions_is_stored_runs_within_the_limit_and_ends(ser
 
 def test_polling_a_thousand_jobs_while_jobs_run_stays_responsive(service):
     """1,000 jobs stored; status and log of each polled by 20 clients while two real jobs run."""
-    have = service.get("/jobs").json()["total"]
-    submit_all(service, [no_jvm_job(n) for n in range(max(0, 998 - have))], threads=20)
+    submit_all(service, [no_jvm_job(n) for n in range(998)], threads=20)
     running = [service.submit(sleepy_job(20)) for _ in range(MAX_JOBS)]
     for job in running:
         service.wait_for(job["id"], {"RUNNING"}, timeout=120)

@@ -1,6 +1,10 @@
 """A Hypothesis state machine over a real ``sparkrunner serve``: submit, cancel, kill -9 and restart,
 poll. Whatever the order, a job's states only move forward, a terminal state and its reason never
-change, every accepted job stays listed, and an invalid job is refused and never stored."""
+change, every accepted job stays listed, and an invalid job is refused and never stored.
+
+Jobs run under the stand-in spark-submit (tests/support/spark_submit_standin.py): the states are
+the service's, and a JVM per job (~8 s on 2 cores) would leave room for only a few steps. What
+the real driver reports is tested in tests/test_service.py and tests/reliability/test_faults.py."""
 
 from __future__ import annotations
 
@@ -17,15 +21,9 @@ from hypothesis.stateful import (Bundle, RuleBasedStateMachine, initialize, inva
 from conftest import make_job
 from reliability_helpers import (RANK, TERMINAL, Client, job_pids, kill_groups,
                                  start_service, wait_groups_gone)
-from service_helpers import sleepy_job
+from support.spark_submit_standin import standin_job
 
 pytestmark = pytest.mark.e2e
-
-FAILING_SOURCE = '''\
-# modelop.score
-def score(inputs, outputs, attachments):
-    raise ValueError("row 3 has no age")
-'''
 
 #: Documents the service must refuse, each for a different reason, as the raw bytes sent.
 INVALID_BODIES = {
@@ -39,16 +37,17 @@ INVALID_BODIES = {
 
 #: What an accepted job does: (document, what it must end as when nobody cancels it).
 JOBS = {
-    "quick": (sleepy_job(0), "COMPLETE"),
-    "sleeps 4 s": (sleepy_job(4), "COMPLETE"),
-    "fails": (make_job(FAILING_SOURCE), "ERROR"),
-    "times out": (sleepy_job(300, timeoutSeconds=2), "ERROR"),
+    "quick": (standin_job(start_seconds=0.5, result={"sum": 4950}), "COMPLETE"),
+    "sleeps 4 s": (standin_job(start_seconds=0.5, seconds=4, child=True), "COMPLETE"),
+    "fails": (standin_job(start_seconds=0.5, exit=1, error="score function 'score' raised ValueError: row 3 has no age"),
+              "ERROR"),
+    "times out": (standin_job(start_seconds=0.5, seconds=300, child=True, timeoutSeconds=2), "ERROR"),
 }
 
 #: What the runs did, over all of them: rules taken and states seen (printed, and checked at the end).
 STATS: collections.Counter = collections.Counter()
 
-MAX_JOBS_PER_RUN = 4  # each accepted job may start a JVM (~8 s on 2 cores): keep the run bounded
+MAX_JOBS_PER_RUN = 6  # keeps a run's length bounded
 
 
 class JobLifecycle(RuleBasedStateMachine):
@@ -175,6 +174,8 @@ class JobLifecycle(RuleBasedStateMachine):
     def wait_for_a_move(self):
         """Time passes until some job moves on (or 8 s), every job polled four times a second."""
         before = {job_id: self.seen[job_id][-1][0] for job_id in self.unfinished()}
+        if not before:
+            return  # no job could move
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline:
             time.sleep(0.25)
@@ -227,12 +228,12 @@ def run_machine(service, token, max_examples, steps):
         suppress_health_check=list(HealthCheck)))
 
 
-def test_job_states_only_move_forward_through_submit_cancel_restart_and_poll(tmp_path):
+def test_job_states_only_move_forward_through_submit_cancel_restart_and_poll(tmp_path, standin_spark_home):
     tokens = {"fuzzer": "fuzzer-token-" + uuid.uuid4().hex}
-    # No default timeout: on a loaded machine a JVM alone can take 20 s to come up.
-    service = start_service(tmp_path, "machine", tokens=tokens, max_jobs=1, default_timeout=0)
+    service = start_service(tmp_path, "machine", tokens=tokens, max_jobs=1, default_timeout=0,
+                            spark_home=standin_spark_home)
     try:
-        run_machine(service, tokens and tokens["fuzzer"], max_examples=3, steps=9)
+        run_machine(service, tokens and tokens["fuzzer"], max_examples=5, steps=10)
     finally:
         service.stop()
         print("\n".join(f"{count:4} {what}" for what, count in sorted(STATS.items())))

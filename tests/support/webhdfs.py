@@ -1,7 +1,13 @@
 """A WebHDFS server for tests: namenode and datanode in one, files kept in a local directory.
 
-Both the ``hdfs`` package (HdfsCLI) and Spark's own Hadoop client (``webhdfs://`` URLs) work
-against it; /work/shared/notes/webhdfs.md says what each of them needs. Run it on its own with
+It answers as a real NameNode does, JSON with ``Content-Type: application/json`` included, and
+the ``hdfs`` package (HdfsCLI), which sparkrunner uses for its checks and staging, works against
+it. Spark 4.3's own client (``webhdfs://`` URLs) does not: its shaded Hadoop client fails to
+decode JSON that declares its type ("Response decoding failure"), against this server as against
+a real NameNode. ``json_content_type=False`` leaves the header out, the one way Spark's client
+reads and writes here; only tests that need Spark's executors on a remote Hadoop file system use
+it, as the nearest stand-in for ``hdfs://`` (which needs a real namenode).
+/work/shared/notes/webhdfs.md says what each client needs. Run it on its own with
 ``python -m tests.support.webhdfs --root DIR --port N``.
 """
 
@@ -66,8 +72,11 @@ def _exists(hdfs_path: str, message: str = "{} already exists") -> WebHdfsError:
 class WebHdfsServer:
     """A WebHDFS endpoint on 127.0.0.1 serving the files under ``root``."""
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, *,
+                 json_content_type: bool = True):
         self.root = Path(root).resolve()
+        #: Whether JSON answers say "Content-Type: application/json", as a NameNode's do.
+        self.json_content_type = json_content_type
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.RLock()  # namespace changes (create, rename, delete, ...) are atomic
         self.default_owner = getpass.getuser()
@@ -302,9 +311,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _json(self, status: int, obj: dict) -> None:
-        # Deliberately no Content-Type: with application/json Spark 4.3's shaded client tries to load
-        # a JAX-RS RuntimeDelegate it lacks and fails with "Response decoding failure".
-        self._send(status, json.dumps(obj).encode())
+        # A NameNode declares its JSON. Spark 4.3's shaded client then tries to load a JAX-RS
+        # RuntimeDelegate it lacks and fails with "Response decoding failure"; without the header
+        # it parses the body without looking.
+        fs: WebHdfsServer = self.server.webhdfs
+        headers = {"Content-Type": "application/json"} if fs.json_content_type else None
+        self._send(status, json.dumps(obj).encode(), headers)
 
     def _redirected(self, hdfs_path: str) -> bool:
         """On the namenode step, sends the 307 to the datanode step and returns True."""
