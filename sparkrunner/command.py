@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from .config import Settings
 from .errors import SparkNotFound
+from .script import ScriptSpec
 from .workdir import DRIVER_FILENAME, SCORING_FILENAME
 
 if TYPE_CHECKING:
@@ -30,18 +31,29 @@ def build_argv(settings: Settings, job: AdmittedJob, workdir: Path, spark_submit
 
     Only formats what admission resolved: it cannot refuse the job.
     """
-    spec, conf = job.spec, job.settings.conf
+    spec, conf = job.spec, dict(job.settings.conf)
     workdir = Path(workdir)
     argv = [spark_submit, "--master", settings.spark.master,
             "--deploy-mode", settings.spark.deploy_mode]
+    # spark-submit reads no property for impersonation, only its option (the policy refuses
+    # it unless the operator allows it).
+    proxy_user = conf.pop("spark.submit.proxyUser", None)
+    if proxy_user is not None:
+        argv += ["--proxy-user", proxy_user]
     for key in sorted(conf):
         argv += ["--conf", f"{key}={conf[key]}"]
-    py_files = [SCORING_FILENAME] if spec.scoring else []
-    py_files += [m.filename for m in spec.modules]
-    if py_files:
-        argv += ["--py-files", ",".join(str(workdir / name) for name in py_files)]
-    if spec.files:
-        argv += ["--files", ",".join(str(workdir / f.filename) for f in spec.files)]
+    if isinstance(spec, ScriptSpec):
+        # The script's locations as the job named them: Spark fetches them.
+        for option, locations in spec.shipped().items():
+            if locations:
+                argv += [option, ",".join(locations)]
+    else:
+        py_files = [SCORING_FILENAME] if spec.scoring else []
+        py_files += [m.filename for m in spec.modules]
+        if py_files:
+            argv += ["--py-files", ",".join(str(workdir / name) for name in py_files)]
+        if spec.files:
+            argv += ["--files", ",".join(str(workdir / f.filename) for f in spec.files)]
     if job.settings.verbose:
         argv.append("--verbose")
     argv.append(str(workdir / DRIVER_FILENAME))

@@ -94,6 +94,9 @@ class ServiceSettings:
     tokens: dict[str, str] = field(default_factory=dict)
     #: Largest request body, in bytes; larger ones get 413, with or without a Content-Length.
     max_request_bytes: int = 16 * 1024 * 1024
+    #: A path before Livy's routes, e.g. "/livy" for /livy/batches; "" (the default): /batches,
+    #: where Livy has them.
+    livy_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,10 @@ def from_dict(raw: Any, source: str = "configuration") -> Settings:
         elif len(token) < 16:
             raise ConfigError(f"{source}.service.tokens.{user}: a token needs at least 16 "
                               "characters (the value is not shown)")
+    if not re.fullmatch(r"(/?[A-Za-z0-9._~-]+)*/?", settings.service.livy_prefix):
+        raise ConfigError(f"{source}.service.livy_prefix: {settings.service.livy_prefix!r} is not a "
+                          "URL path: use segments of letters, digits and '._~-', such as /livy, "
+                          "or '' for Livy's own paths")
     if settings.hdfs.existing_outputs not in EXISTING_OUTPUT_POLICIES:
         raise ConfigError(f"{source}.hdfs.existing_outputs: {settings.hdfs.existing_outputs!r} is not "
                           f"one of {', '.join(EXISTING_OUTPUT_POLICIES)}")

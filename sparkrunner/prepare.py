@@ -14,6 +14,7 @@ from .admission import AdmittedJob
 from .command import build_argv
 from .config import Settings
 from .hdfs import Hdfs, needs_hdfs
+from .jobspec import JobSpec
 from .workdir import LOG_FILENAME
 from .workdir import FILE_MODE, render
 
@@ -29,7 +30,7 @@ def prepare(settings: Settings, job: AdmittedJob, workdir: Path, job_id: str, sp
     staging failure) or WorkdirError; nothing is written before the HDFS checks pass.
     """
     argv = build_argv(settings, job, workdir, spark_submit)
-    if needs_hdfs(job.spec):
+    if isinstance(job.spec, JobSpec) and needs_hdfs(job.spec):  # a script job's files: Spark's
         hdfs.check(job.spec)
     render(job.spec, workdir, job_id)
     if job.warnings:
