@@ -5,7 +5,12 @@ Every route calls :func:`admit` once: the service (``POST /jobs``, ModelOp's and
 validated job, the Spark properties spark-submit gets, the warnings the job carries. The later
 stages (working directory, command line, launch) only carry it out and cannot refuse it.
 
-Pure: no file is written, nothing is opened over the network.
+``jobType`` decides which validator builds the spec: a modelBatchJob (:mod:`sparkrunner.jobspec`)
+or a script job, ``SPARK_SCRIPT_JOB`` (:mod:`sparkrunner.script`, what Livy's batches become).
+Both go through the same settings policy and location rules.
+
+Pure: no file is written, nothing is opened over the network (a script job's local file is only
+looked for: it must exist).
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .config import Settings
-from .errors import JobInvalid
+from .errors import FieldError, JobInvalid
 from .hdfs import unchecked_reason
 from .jobspec import JobSpec, build, check_shape, settings_of
 from .policy import (ATTACHMENT_READ_SCHEMES, READ_SCHEMES, Location, ResolvedSettings,
                      location_problems, resolve_settings)
+from . import script
+from .script import ScriptSpec
 
 
 class Origin(str, Enum):
@@ -37,7 +44,8 @@ class Origin(str, Enum):
 class AdmittedJob:
     """A job that will run as it stands: the validated document and everything resolved."""
 
-    spec: JobSpec
+    #: A model job's spec, or a script job's.
+    spec: JobSpec | ScriptSpec
     #: Spark properties for spark-submit (the operator's and the job's) and --verbose.
     settings: ResolvedSettings
     #: What the configuration overrode or could not check, one sentence each, with its JSON path.
@@ -55,6 +63,8 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
     ``data_dir`` is the service's data directory (with ``Origin.SERVICE``): no location may lie
     inside it.
     """
+    if script.is_script_job(document):
+        return _admit_script(document, settings, origin, data_dir)
     doc = check_shape(document, settings.limits)  # the shape first: the rest relies on it
     try:
         spec, errors = build(doc), []
@@ -67,13 +77,45 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
                                                  local=origin is Origin.SERVICE)
     if errors or spec is None or resolved is None:
         raise JobInvalid(errors)
-    warnings = list(resolved.warnings)
+    return AdmittedJob(spec=spec, settings=resolved,
+                       warnings=_with_unchecked(list(resolved.warnings), locations, settings))
+
+
+def _with_unchecked(warnings: list[str], locations: list[Location], settings: Settings) -> tuple[str, ...]:
+    """``warnings`` and one for each HDFS location that cannot be checked before the run."""
+    warnings = list(warnings)
     for where in locations:
         reason = unchecked_reason(where.url, settings.hdfs)
         if reason:
             warnings.append(f"{where.path}: {where.url!r} is not checked before the run ({reason}); "
                             "Spark reads it with the cluster's own Hadoop configuration")
-    return AdmittedJob(spec=spec, settings=resolved, warnings=tuple(warnings))
+    return tuple(warnings)
+
+
+def _admit_script(document: Mapping[str, Any], settings: Settings, origin: Origin,
+                  data_dir: Path | None) -> AdmittedJob:
+    """A script job admitted: its fields checked, its options and ``conf`` through the policy,
+    its locations through the location rules; or every problem at once."""
+    doc = script.check_shape(document, settings.limits)
+    try:
+        spec, errors = script.build(doc), []
+    except JobInvalid as exc:
+        spec, errors = None, exc.errors
+    options, paths, conf = script.options_of(doc)
+    resolved, setting_errors = resolve_settings(options, conf, None, settings,
+                                                app_name=spec.name if spec else "",
+                                                flag_paths=paths, conf_path="$.conf")
+    locations = script.locations_of(doc)
+    errors += setting_errors + location_problems(locations, settings.policy, data_dir,
+                                                 local=origin is Origin.SERVICE)
+    if spec is not None and spec.local_path is not None and not any(e.path == "$.file" for e in errors):
+        if not Path(spec.local_path).is_file():
+            errors.append(FieldError("$.file", f"{spec.file!r} is not a file on this machine"))
+    if errors or spec is None or resolved is None:
+        raise JobInvalid(errors)
+    # Spark fetches a script job's files itself (a missing one ends the job with Spark's error),
+    # as Livy leaves it to Spark: nothing is checked before the run, so nothing is said about it.
+    return AdmittedJob(spec=spec, settings=resolved, warnings=resolved.warnings)
 
 
 def job_locations(doc: Mapping[str, Any], scored: bool) -> list[Location]:

@@ -12,7 +12,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -27,6 +27,7 @@ from .auth import CSRF_HEADER, OPEN_PATHS, Guard, Tokens
 from .config import Settings
 from .errors import JobInvalid, JobNotFound, JobNotStored, StoreError
 from .jobspec import JOB_TYPES, parse_document, schema
+from .script import SCRIPT_JOB_TYPE
 from .service import JobService
 from .states import ACTIVE_STATES, JobStatus
 from .store import JobRecord
@@ -35,8 +36,8 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
 MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: a larger OFFSET cannot even be bound
-JobTypeName = Literal["MODEL_BATCH_JOB", "MODEL_BATCH_TEST_JOB", "MODEL_BATCH_TRAINING_JOB"]
-assert set(JobTypeName.__args__) == set(JOB_TYPES)
+JobTypeName = Literal["MODEL_BATCH_JOB", "MODEL_BATCH_TEST_JOB", "MODEL_BATCH_TRAINING_JOB", "SPARK_SCRIPT_JOB"]
+assert set(JobTypeName.__args__) == {*JOB_TYPES, SCRIPT_JOB_TYPE}
 
 
 def iso_time(timestamp: float | None) -> str | None:
@@ -52,6 +53,7 @@ def job_view(record: JobRecord, service: JobService | None = None) -> dict[str, 
     started_or_now = record.started or (record.ended if record.status.is_terminal else now)
     view = {
         "id": record.id,
+        "batchId": record.seq,  # the same job on Livy's path, /batches/{batchId}
         "jobStatus": record.status.value,
         "jobType": record.job_type,
         "name": record.name,
@@ -103,13 +105,17 @@ def find(request: Request, job_id: str) -> JobRecord:
     return record
 
 
-async def submit_body(request: Request, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+async def submit_body(request: Request, idempotency_key: str | None = None,
+                      as_document: Callable[[dict], dict] | None = None) -> tuple[JobRecord, bool]:
     """(job, created) for the job document in the request's body, admitted and stored for the
-    caller by the service; what every route that submits calls. Raises JobInvalid or JobNotStored."""
+    caller by the service; what every route that submits calls. Raises JobInvalid or JobNotStored.
+
+    ``as_document`` makes the job's document of the body (Livy's batch request is a script job).
+    """
     # The body is read raw, so that a bad document gets our own 422 listing every problem.
-    body = await request.body()
+    body = parse_document(await request.body())
     try:
-        return await run_in_threadpool(service_of(request).submit, parse_document(body),
+        return await run_in_threadpool(service_of(request).submit, as_document(body) if as_document else body,
                                        owner=owner_of(request), idempotency_key=idempotency_key)
     except StoreError as exc:
         log.error("Could not store a job: %s", exc)
@@ -134,11 +140,16 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
                 app.state.service.close()
 
     tokens = Tokens(settings.service.tokens)
+    # Livy's routes (imported here: they build on this module).
+    from .livy_api import batches_path, is_livy_path, livy_error, livy_router
+
+    livy_base = batches_path(settings.service.livy_prefix)
     app = FastAPI(title="sparkrunner", version=__version__, lifespan=lifespan,
                   description="Run ModelOp-style modelBatchJob documents on Apache Spark.",
                   responses=COMMON_RESPONSES)
     app.state.service = service
-    app.add_middleware(Guard, tokens=tokens, max_request_bytes=settings.service.max_request_bytes)
+    app.add_middleware(Guard, tokens=tokens, max_request_bytes=settings.service.max_request_bytes,
+                       msg_paths=(livy_base,))
 
     @app.exception_handler(JobNotFound)
     async def not_found(request: Request, exc: JobNotFound):
@@ -161,6 +172,8 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
                        if route.matches(request.scope)[0] is not Match.NONE
                        for method in getattr(route, "methods", None) or ()}
             exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+        if is_livy_path(request.url.path, livy_base):
+            return livy_error(exc.status_code, str(exc.detail), exc.headers)
         return await http_exception_handler(request, exc)
 
     @app.post("/jobs", status_code=201, summary="Submit a job", openapi_extra=JOB_REQUEST_BODY,
@@ -205,6 +218,7 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
     from .modelop_api import router as modelop_router
 
     app.include_router(modelop_router)
+    app.include_router(livy_router(settings.service.livy_prefix))
 
     @app.get("/healthz", summary="Liveness")
     def healthz():

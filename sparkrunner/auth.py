@@ -6,7 +6,8 @@
    ``user:token`` as bulk-scoring APIs accept, names the user; anything else is a 401. The
    liveness probe and the OpenAPI document stay open;
 2. protects against cross-site requests: a request that changes state (anything but GET, HEAD,
-   OPTIONS) needs a bearer token, an ``X-Requested-By`` header (as Livy asks) or a body declared
+   OPTIONS and DELETE, which no form can send and no page's script may send without the
+   service's consent, a CORS preflight it never gives) needs a bearer token, an ``X-Requested-By`` header (as Livy asks) or a body declared
    as JSON (``Content-Type: application/json`` or ``*/*+json``, parameters allowed), which is
    what ModelOp's and Livy's clients send. A browser's cross-site form post can carry none of
    them: forms send only ``application/x-www-form-urlencoded``, ``multipart/form-data`` and
@@ -33,6 +34,10 @@ from starlette.responses import JSONResponse
 #: Paths anyone may read, also with authentication on.
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Methods that change state and that a cross-site page cannot send: no form sends them, and a
+#: page's script needs a CORS preflight. Livy's clients kill a batch with a bare DELETE (the
+#: ``livy`` package sends no Content-Type).
+UNFORGEABLE_METHODS = frozenset({"DELETE"})
 CSRF_HEADER = "X-Requested-By"
 CHALLENGE = 'Bearer realm="sparkrunner", Basic realm="sparkrunner"'
 
@@ -87,8 +92,10 @@ def is_json(content_type: str) -> bool:
 class Guard:
     """Authentication, cross-site protection and the body limit, before any route runs."""
 
-    def __init__(self, app, tokens: Tokens, max_request_bytes: int):
+    def __init__(self, app, tokens: Tokens, max_request_bytes: int, msg_paths: tuple[str, ...] = ()):
         self.app, self.tokens, self.max_bytes = app, tokens, max_request_bytes
+        #: Paths (with what lies under them) whose refusals are Livy's {"msg": ...}.
+        self.msg_paths = msg_paths
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -100,22 +107,27 @@ class Guard:
             if user is None:
                 detail = ("the token is not valid" if headers.get("authorization") else
                           "authentication required: send 'Authorization: Bearer <token>' or HTTP basic user:token")
-                return await _refuse(401, detail, scope, receive, send, {"WWW-Authenticate": CHALLENGE})
-        if (scope["method"] not in SAFE_METHODS and not bearer and not headers.get(CSRF_HEADER, "").strip()
+                return await self._refuse(401, detail, scope, receive, send, {"WWW-Authenticate": CHALLENGE})
+        if (scope["method"] not in SAFE_METHODS | UNFORGEABLE_METHODS and not bearer and not headers.get(CSRF_HEADER, "").strip()
                 and not is_json(headers.get("content-type", ""))):
-            return await _refuse(403, f"a request that changes state needs a bearer token, an {CSRF_HEADER} "
+            return await self._refuse(403, f"a request that changes state needs a bearer token, an {CSRF_HEADER} "
                                       "header or a JSON body (Content-Type: application/json) "
                                       "(protection against cross-site requests)", scope, receive, send)
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _refuse(413 if declared.isdigit() else 400,
+            return await self._refuse(413 if declared.isdigit() else 400,
                                  self._too_large() if declared.isdigit() else "Content-Length is not a number",
                                  scope, receive, send)
         body, complete = await self._read_body(receive)
         if body is None:
-            return await _refuse(413, self._too_large(), scope, receive, send)
+            return await self._refuse(413, self._too_large(), scope, receive, send)
         scope.setdefault("state", {})["user"] = user
         await self.app(scope, _replay(body, complete, receive), send)
+
+    async def _refuse(self, status: int, detail: str, scope, receive, send, headers: dict | None = None):
+        livy = any(scope["path"] == p or scope["path"].startswith(p + "/") for p in self.msg_paths)
+        body = {"msg": detail} if livy else {"detail": detail}
+        await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
 
     def _too_large(self) -> str:
         return f"the request body is larger than {self.max_bytes} bytes (service.max_request_bytes)"
@@ -149,6 +161,3 @@ def _replay(body: bytes, complete: bool, receive):
 
     return replay
 
-
-async def _refuse(status: int, detail: str, scope, receive, send, headers: dict | None = None):
-    await JSONResponse({"detail": detail}, status_code=status, headers=headers)(scope, receive, send)

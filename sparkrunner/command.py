@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from .config import Settings
 from .errors import SparkNotFound
+from .script import ScriptSpec
 from .workdir import DAEMON_FILENAME, DAEMON_MODULE, DRIVER_FILENAME, PROPERTIES_FILENAME, SCORING_FILENAME
 
 if TYPE_CHECKING:
@@ -44,13 +45,27 @@ def build_argv(settings: Settings, job: AdmittedJob, workdir: Path, spark_submit
     argv = [spark_submit, "--master", settings.spark.master,
             "--deploy-mode", settings.spark.deploy_mode,
             "--properties-file", str(workdir / PROPERTIES_FILENAME)]
-    py_files = [DAEMON_FILENAME] if ships_daemon(settings, job) else []
-    py_files += [SCORING_FILENAME] if spec.scoring else []
-    py_files += [m.filename for m in spec.modules]
-    if py_files:
-        argv += ["--py-files", ",".join(str(workdir / name) for name in py_files)]
-    if spec.files:
-        argv += ["--files", ",".join(str(workdir / f.filename) for f in spec.files)]
+    # spark-submit reads no property for impersonation, only its option (the policy refuses
+    # it unless the operator allows it); it stays out of the properties file.
+    proxy_user = job.settings.conf.get(PROXY_USER_PROPERTY)
+    if proxy_user is not None:
+        argv += ["--proxy-user", proxy_user]
+    daemon = [str(workdir / DAEMON_FILENAME)] if ships_daemon(settings, job) else []
+    if isinstance(spec, ScriptSpec):
+        # The script's locations as the job named them: Spark fetches them.
+        for option, locations in spec.shipped().items():
+            if option == "--py-files":
+                locations = (*daemon, *locations)
+            if locations:
+                argv += [option, ",".join(locations)]
+    else:
+        py_files = [SCORING_FILENAME] if spec.scoring else []
+        py_files += [m.filename for m in spec.modules]
+        py_files = daemon + [str(workdir / name) for name in py_files]
+        if py_files:
+            argv += ["--py-files", ",".join(py_files)]
+        if spec.files:
+            argv += ["--files", ",".join(str(workdir / f.filename) for f in spec.files)]
     if job.settings.verbose:
         argv.append("--verbose")
     argv.append(str(workdir / DRIVER_FILENAME))
@@ -63,11 +78,14 @@ def spark_properties(settings: Settings, job: AdmittedJob,
     spark-defaults.conf) under what admission resolved (the configuration's and the job's), and
     on a cluster the executors' Python daemon (:func:`ships_daemon`)."""
     merged = {**(defaults or {}), **job.settings.conf}
+    merged.pop(PROXY_USER_PROPERTY, None)  # an option of spark-submit's (build_argv), not a property
     if ships_daemon(settings, job):
         merged[DAEMON_PROPERTY] = DAEMON_MODULE
     return {key: merged[key] for key in sorted(merged)}
 
 
+#: Impersonation: spark-submit's --proxy-user, which no property sets.
+PROXY_USER_PROPERTY = "spark.submit.proxyUser"
 #: The Python module an executor starts to fork its Python workers.
 DAEMON_PROPERTY = "spark.python.daemon.module"
 

@@ -100,6 +100,9 @@ class ServiceSettings:
     tokens: dict[str, str] = field(default_factory=dict)
     #: Largest request body, in bytes; larger ones get 413, with or without a Content-Length.
     max_request_bytes: int = 16 * 1024 * 1024
+    #: A path before Livy's routes, e.g. "/livy" for /livy/batches; "" (the default): /batches,
+    #: where Livy has them.
+    livy_prefix: str = ""
     #: PEM certificate (chain) and private key for HTTPS; both empty: plain HTTP. Relative to
     #: the configuration file. Sandboxed jobs never see them.
     ssl_certfile: str = ""
@@ -213,6 +216,10 @@ def from_dict(raw: Any, source: str = "configuration") -> Settings:
     if bool(settings.service.ssl_certfile) != bool(settings.service.ssl_keyfile):
         raise ConfigError(f"{source}.service: ssl_certfile and ssl_keyfile go together (HTTPS needs "
                           "both the certificate and its private key), or neither for plain HTTP")
+    if not re.fullmatch(r"(/?[A-Za-z0-9._~-]+)*/?", settings.service.livy_prefix):
+        raise ConfigError(f"{source}.service.livy_prefix: {settings.service.livy_prefix!r} is not a "
+                          "URL path: use segments of letters, digits and '._~-', such as /livy, "
+                          "or '' for Livy's own paths")
     if settings.hdfs.existing_outputs not in EXISTING_OUTPUT_POLICIES:
         raise ConfigError(f"{source}.hdfs.existing_outputs: {settings.hdfs.existing_outputs!r} is not "
                           f"one of {', '.join(EXISTING_OUTPUT_POLICIES)}")

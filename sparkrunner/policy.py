@@ -201,10 +201,16 @@ def operator_value(prop: str, settings: Settings) -> str | None:
 
 
 def resolve_settings(job_parameters: Mapping[str, str], spark_conf: Mapping[str, str],
-                     executor_memory: str | None, settings: Settings, app_name: str,
+                     executor_memory: str | None, settings: Settings, app_name: str, *,
+                     flag_paths: Mapping[str, str] | None = None,
+                     conf_path: str = "$.targetEngine.sparkConf",
                      ) -> tuple[ResolvedSettings | None, list[FieldError]]:
     """The job's Spark properties under the policy, merged over the configuration's; or the
     problems with them (then the first item is None).
+
+    Problems and warnings name ``$.jobParameters[flag]`` and ``$.targetEngine.sparkConf[key]``,
+    or, for a job whose options come from other fields (a script job's ``driverMemory``), the
+    path ``flag_paths`` gives a flag and ``conf_path[key]``.
 
     Precedence, lowest first: ``spark.app.name``, the configuration's ``spark.conf``,
     ``targetEngine.executorMemory``, ``jobParameters``, ``targetEngine.sparkConf``; the
@@ -268,9 +274,9 @@ def resolve_settings(job_parameters: Mapping[str, str], spark_conf: Mapping[str,
     if executor_memory is not None:
         add("$.targetEngine.executorMemory", "spark.executor.memory", executor_memory)
     for flag, value in job_parameters.items():
-        add_flag(f"$.jobParameters[{flag!r}]", flag, value)
+        add_flag((flag_paths or {}).get(flag) or f"$.jobParameters[{flag!r}]", flag, value)
     for key, value in spark_conf.items():
-        path = f"$.targetEngine.sparkConf[{key!r}]"
+        path = f"{conf_path}[{key!r}]"
         if key.startswith("-"):
             add_flag(path, key, value)
         else:

@@ -17,6 +17,7 @@ from .command import build_argv, parse_properties, properties_text, ships_daemon
 from .config import Settings
 from .errors import WorkdirError
 from .hdfs import Hdfs, needs_hdfs
+from .jobspec import JobSpec
 from .workdir import (DAEMON_FILENAME, FILE_MODE, LOG_FILENAME, PROPERTIES_FILENAME, daemon_source, render,
                       write_file)
 
@@ -43,7 +44,7 @@ def prepare(settings: Settings, job: AdmittedJob, workdir: Path, job_id: str, sp
     """
     argv = build_argv(settings, job, workdir, spark_submit)
     properties = spark_properties(settings, job, spark_defaults(settings))
-    if needs_hdfs(job.spec):
+    if isinstance(job.spec, JobSpec) and needs_hdfs(job.spec):  # a script job's files: Spark's
         hdfs.check(job.spec)
     render(job.spec, workdir, job_id)
     if ships_daemon(settings, job):

@@ -187,6 +187,14 @@ class JobStore:
             raise JobNotFound(job_id)
         return JobRecord.from_row(row)
 
+    def get_seq(self, seq: int) -> JobRecord:
+        """The job whose ``seq`` (the store's integer key, Livy's batch id) is ``seq``."""
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM jobs WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise JobNotFound(str(seq))
+        return JobRecord.from_row(row)
+
     def list(self, *, status: Iterable[JobStatus] | None = None, job_type: str | None = None,
              owner: str | None = None, offset: int = 0, limit: int = 100,
              oldest_first: bool = False) -> tuple[list[JobRecord], int]:

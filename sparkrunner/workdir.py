@@ -1,4 +1,5 @@
-"""Lays out a job's working directory: sources, metadata module, driver, FILE assets, job.json.
+"""Lays out a job's working directory: sources, metadata module, driver, FILE assets, job.json
+(a script job's: its script, when local, the metadata module, the driver, job.json).
 
 The names of the files sparkrunner keeps there (driver, log, result, exit status, …) are defined
 here, once, with the rule every other file name must follow.
@@ -27,6 +28,7 @@ from .errors import WorkdirError
 
 if TYPE_CHECKING:
     from .jobspec import JobSpec
+    from .script import ScriptSpec
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -119,7 +121,55 @@ def metadata_source(spec: JobSpec, job_id: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(spec: JobSpec, dest: Path, job_id: str) -> Path:
+def script_metadata_source(spec: ScriptSpec, job_id: str) -> str:
+    """The job metadata module of a script job: which script the driver runs, with what argv."""
+    values = {
+        "job_id": job_id,
+        "job_type": spec.job_type,
+        "script": {"file": spec.file, "filename": spec.filename, "copied": spec.local_path is not None,
+                   "args": list(spec.args)},
+    }
+    lines = [f'"""Job metadata for script job {job_id}, written by sparkrunner; read by the driver."""', ""]
+    lines += [f"{name} = {pprint.pformat(value, width=100, sort_dicts=False)}" for name, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def read_script(spec: ScriptSpec) -> bytes:
+    """A local script's bytes, from the file admission resolved and checked, and no other: a
+    link put in its place, or in place of a directory above it, since then is refused."""
+    try:
+        fd = os.open(spec.local_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise WorkdirError(f"cannot read the script {spec.file!r}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as f:
+        if os.readlink(f"/proc/self/fd/{f.fileno()}") != spec.local_path:
+            raise WorkdirError(f"the script {spec.file!r} is no longer {spec.local_path!r}, the file "
+                               "that was admitted: a link replaced part of its path")
+        return f.read()
+
+
+def job_files(spec: JobSpec | ScriptSpec, job_id: str) -> dict[str, bytes]:
+    """{file name: bytes} of everything a job's working directory holds when it is laid out."""
+    # Imported here: script.py takes the file-name rule from this module.
+    from .script import ScriptSpec
+
+    common = {DRIVER_FILENAME: driver_source().encode("utf-8"),
+              JOB_FILENAME: json.dumps(dict(spec.document), indent=2).encode("utf-8")}
+    if isinstance(spec, ScriptSpec):
+        files = {METADATA_FILENAME: script_metadata_source(spec, job_id).encode("utf-8"), **common}
+        if spec.local_path is not None:
+            files[spec.filename] = read_script(spec)  # what ran stays with the job
+        return files
+    files = {spec.primary.filename: spec.primary.text.encode("utf-8"),
+             METADATA_FILENAME: metadata_source(spec, job_id).encode("utf-8"), **common}
+    if spec.scoring:
+        files[SCORING_FILENAME] = scoring_source().encode("utf-8")
+    files.update((m.filename, m.text.encode("utf-8")) for m in spec.modules)
+    files.update((f.filename, f.data) for f in spec.files)
+    return files
+
+
+def render(spec: JobSpec | ScriptSpec, dest: Path, job_id: str) -> Path:
     """Lays out ``spec`` in ``dest`` (which must not exist, or be empty) and returns its path."""
     dest = Path(dest).absolute()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
@@ -130,17 +180,7 @@ def render(spec: JobSpec, dest: Path, job_id: str) -> Path:
     except OSError as exc:
         raise WorkdirError(f"cannot create working directory {str(dest)!r}: {exc.strerror}") from exc
     try:
-        files: dict[str, bytes] = {
-            spec.primary.filename: spec.primary.text.encode("utf-8"),
-            METADATA_FILENAME: metadata_source(spec, job_id).encode("utf-8"),
-            DRIVER_FILENAME: driver_source().encode("utf-8"),
-            JOB_FILENAME: json.dumps(spec.document, indent=2).encode("utf-8"),
-        }
-        if spec.scoring:
-            files[SCORING_FILENAME] = scoring_source().encode("utf-8")
-        files.update((m.filename, m.text.encode("utf-8")) for m in spec.modules)
-        files.update((f.filename, f.data) for f in spec.files)
-        for name, data in files.items():
+        for name, data in job_files(spec, job_id).items():
             write_file(tmp, name, data)
         os.chmod(tmp, DIR_MODE)
         os.rename(tmp, dest)

@@ -71,6 +71,12 @@ def cmd_validate(args) -> int:
     job = load_job(args.job, settings_from(args))
     spec = job.spec
     _print_warnings(job)
+    from ..script import ScriptSpec
+
+    if isinstance(spec, ScriptSpec):
+        print(f"ok: {spec.job_type} job {spec.name!r} runs {spec.file}"
+              + (f" with arguments {list(spec.args)}" if spec.args else ""))
+        return EXIT_OK
     counts = f"{len(spec.inputs)} input(s), {len(spec.outputs)} output(s), {len(spec.attachments)} attachment(s)"
     init = f", init {spec.init_function}()" if spec.init_function else ""
     path = f", on each {spec.scoring.form} on the Python workers" if spec.scoring else ""
@@ -116,7 +122,10 @@ def cmd_run(args) -> int:
         for error in exc.errors:
             print(f"  {error}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"sparkrunner: running {spec.role.value} job {spec.name!r} in {workdir}", file=sys.stderr)
+    from ..script import ScriptSpec
+
+    kind = "script" if isinstance(spec, ScriptSpec) else spec.role.value
+    print(f"sparkrunner: running {kind} job {spec.name!r} in {workdir}", file=sys.stderr)
 
     # Installed before the start: spark-submit has a session of its own, so Ctrl-C, a closed
     # terminal or a kill reach it only through us.

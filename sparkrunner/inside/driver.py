@@ -6,6 +6,10 @@ attachments), and saves a JSON-serializable return value to result.json. A job w
 plan (a one-parameter score function) runs sparkrunner_scoring instead, which calls init and the
 function on the Python workers; its counts of records are the result.
 
+A script job (a Livy batch) runs the user's script instead, as ``python file args...`` would:
+the driver reports the application when the script starts Spark, and the script's exit status is
+the driver's.
+
 It depends on nothing but the standard library and pyspark, because it runs wherever the Spark
 driver runs. Lines it prints for sparkrunner start with "sparkrunner: ".
 """
@@ -14,6 +18,7 @@ import importlib.util
 import json
 import os
 import re
+import runpy
 import sys
 import traceback
 
@@ -46,14 +51,86 @@ def load_primary(path):
     return module
 
 
+def report_application(sc):
+    say("application", "%s is running; Spark UI %s" % (sc.applicationId, sc.uiWebUrl or "off"))
+
+
 def start_spark():
     """Starts the Spark session the model will get from getOrCreate(), and reports the app."""
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.getOrCreate()
-    sc = spark.sparkContext
-    say("application", "%s is running; Spark UI %s" % (sc.applicationId, sc.uiWebUrl or "off"))
+    report_application(spark.sparkContext)
     return spark
+
+
+def report_when_spark_starts():
+    """Reports the application as soon as the script starts Spark, however it does: with
+    SparkSession.builder.getOrCreate(), SparkContext.getOrCreate() or SparkContext(...)."""
+    from pyspark import SparkContext
+
+    original = SparkContext.__init__
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        SparkContext.__init__ = original  # once: the first context is the application
+        report_application(self)
+
+    SparkContext.__init__ = __init__
+
+
+def stop_spark():
+    """Stops the Spark context a script left running (spark-submit would at exit)."""
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is not None:
+        SparkContext._active_spark_context.stop()
+
+
+def find_shipped(filename):
+    """Where spark-submit put a script it fetched with --py-files: in a directory on sys.path."""
+    for entry in sys.path:
+        candidate = os.path.join(entry or ".", filename)
+        if entry and os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    return None
+
+
+def exit_status(code):
+    """The process exit status of ``sys.exit(code)``, as Python computes it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    sys.stderr.write("%s\n" % (code,))  # sys.exit("message") prints it and exits 1
+    return 1
+
+
+def run_script(script, workdir):
+    """Runs a script job's script as ``python file args...``, with the application reported
+    when it starts Spark; returns the exit status."""
+    label = "script %r" % script["filename"]
+    path = os.path.join(workdir, script["filename"]) if script["copied"] else find_shipped(script["filename"])
+    if path is None:
+        say("error", "%s (%s) is not on the driver's Python path: spark-submit did not fetch it"
+                     % (label, script["file"]), sys.stderr)
+        return EXIT_MODEL_FAILED
+    report_when_spark_starts()
+    sys.argv = [path] + list(script["args"])
+    sys.path.insert(0, os.path.dirname(path))  # as python puts a script's directory first
+    try:
+        try:
+            runpy.run_path(path, run_name="__main__")
+            status = 0
+        except SystemExit as exc:
+            status = exit_status(exc.code)
+            if status != 0:
+                say("error", "%s exited with status %s" % (label, status), sys.stderr)
+        except BaseException as exc:
+            status = fail(label, exc)
+    finally:
+        stop_spark()
+    return status
 
 
 def to_json(result):
@@ -126,6 +203,8 @@ def main():
     sys.path.insert(0, workdir)  # secondary sources and FILE assets sit beside the driver
     import sparkrunner_job_metadata as job
 
+    if getattr(job, "script", None):
+        return run_script(job.script, workdir)
     spark = start_spark()
     try:
         try:

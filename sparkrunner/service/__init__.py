@@ -113,11 +113,17 @@ class JobService:
         """The job; JobNotFound if there is none."""
         return self.store.get(job_id)
 
+    def get_batch(self, batch_id: int) -> JobRecord:
+        """The job whose batch id (Livy's integer id, the store's seq) is ``batch_id``;
+        JobNotFound if there is none."""
+        return self.store.get_seq(batch_id)
+
     def list_jobs(self, *, status: Iterable[JobStatus] | None = None, job_type: str | None = None,
-                  owner: str | None = None, offset: int = 0, limit: int = 100
-                  ) -> tuple[list[JobRecord], int]:
-        """A page of jobs, newest first, and how many match in all."""
-        return self.store.list(status=status, job_type=job_type, owner=owner, offset=offset, limit=limit)
+                  owner: str | None = None, offset: int = 0, limit: int = 100,
+                  oldest_first: bool = False) -> tuple[list[JobRecord], int]:
+        """A page of jobs, newest first (or oldest first, as Livy lists), and how many match in all."""
+        return self.store.list(status=status, job_type=job_type, owner=owner, offset=offset, limit=limit,
+                               oldest_first=oldest_first)
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancels a job; repeatable, and a finished job is left as it is."""

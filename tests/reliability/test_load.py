@@ -1,6 +1,7 @@
 """Load: a burst of concurrent submissions, and polling a thousand jobs while jobs run.
 
-Most jobs here end before spark-submit (they name an HDFS input and no namenode is configured):
+Most jobs here end before spark-submit (they name an HDFS input, and the configured namenode is a
+closed port):
 they go through the whole service path (validate, store, queue, schedule, lay out, check, end
 with a reason) without a JVM each, which 1,000 JVMs on 2 cores could not afford. In the burst,
 every 50th job runs under the stand-in spark-submit and holds a slot for a few seconds, so the
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.e2e
 
 MAX_JOBS = 2
 TERMINAL = ("COMPLETE", "ERROR", "CANCELLED")
+#: Where the HDFS checks of no_jvm_job fail at once: nothing listens on port 9.
+NO_NAMENODE = "hdfs:\n  namenode: http://127.0.0.1:9\n  timeout_seconds: 2\n"
 
 
 def no_jvm_job(n: int) -> dict:
@@ -54,14 +57,15 @@ class Monitor(threading.Thread):
 
 @pytest.fixture
 def standin_service(tmp_path, standin_spark_home):
-    svc = Service(tmp_path / "data", max_jobs=MAX_JOBS, spark_home=standin_spark_home).start()
+    svc = Service(tmp_path / "data", max_jobs=MAX_JOBS, spark_home=standin_spark_home,
+                  extra=NO_NAMENODE).start()
     yield svc
     svc.stop()
 
 
 @pytest.fixture
 def service(tmp_path):
-    svc = Service(tmp_path / "data", max_jobs=MAX_JOBS).start()
+    svc = Service(tmp_path / "data", max_jobs=MAX_JOBS, extra=NO_NAMENODE).start()
     yield svc
     svc.stop()
 

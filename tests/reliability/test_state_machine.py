@@ -31,7 +31,7 @@ INVALID_BODIES = {
     "not an object": b"[1, 2]",
     "schema": json.dumps(make_job(jobType="MODEL_BATCH_JOB", inputData=[{"assetType": "EXTERNAL_FILE"}])).encode(),
     "no score function": json.dumps(make_job("def nothing_tagged(a, b, c):\n    pass\n")).encode(),
-    "refused setting": json.dumps(make_job(jobParameters={"--master": "yarn"})).encode(),
+    "refused setting": json.dumps(make_job(jobParameters={"--jars": "evil.jar"})).encode(),
     "unsafe file name": json.dumps(make_job(assets=[{"assetType": "FILE", "filename": "../x", "content": ""}])).encode(),
 }
 
