@@ -102,6 +102,9 @@ def test_validate_and_render(tmp_path, job_file):
     assert sorted(os.listdir(tmp_path / "wd")) == ["helpers.py", "job.json", "my-model.py", "sparkrunner_driver.py",
                                                    "sparkrunner_job_metadata.py", "threshold.txt"]
     assert "--py-files " + str(tmp_path / "wd" / "helpers.py") in done.stdout
+    assert "--properties-file " + str(tmp_path / "wd" / "sparkrunner_spark.properties") in done.stdout
+    [properties] = [line for line in done.stdout.splitlines() if line.startswith("properties: ")]
+    assert "spark.app.name=sparkrunner-test-model" in properties
     assert run(["render", str(job), "--workdir", str(tmp_path / "wd")]).returncode == 2  # not empty
 
 

@@ -86,16 +86,20 @@ def cmd_validate(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from ..command import build_argv, mask_argv, spark_submit_path
+    from ..command import build_argv, mask_argv, mask_properties, spark_properties, spark_submit_path
+    from ..prepare import spark_defaults
     from ..workdir import render
 
     settings = settings_from(args)
     job = load_job(args.job, settings)
     _print_warnings(job)
     argv = build_argv(settings, job, args.workdir.absolute(), spark_submit_path(settings))
+    properties = mask_properties(spark_properties(settings, job, spark_defaults(settings)))
     workdir = render(job.spec, args.workdir, new_run_id())
     print(f"working directory: {workdir}")
     print("command: " + " ".join(mask_argv(argv)))
+    # Only shown: `run` writes them to the properties file the command names (secrets and all).
+    print("properties: " + " ".join(f"{key}={value}" for key, value in properties.items()))
     return EXIT_OK
 
 
