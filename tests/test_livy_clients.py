@@ -158,9 +158,11 @@ def test_livy_operator_runs_scripts_polling_and_deferred(service, migrated_airfl
         job = service.job(batch["jobId"])
         assert job["jobType"] == "SPARK_SCRIPT_JOB" and job["batchId"] == batch["id"]
     # Livy's resource fields became spark-submit settings through the policy.
-    command = service.get(f"/batches/{batches['pi-polled']['id']}/log", params={"from": 0, "size": 1}).json()
-    assert "--conf spark.driver.memory=512m" in command["log"][0]
-    assert "--conf spark.sql.shuffle.partitions=4" in command["log"][0]
+    # They went into the run's properties file, which the log shows after the command.
+    head = service.get(f"/batches/{batches['pi-polled']['id']}/log", params={"from": 0, "size": 5}).json()["log"]
+    [properties] = [line for line in head if line.startswith("sparkrunner: properties: ")]
+    assert "--properties-file" in head[0]
+    assert "spark.driver.memory=512m" in properties and "spark.sql.shuffle.partitions=4" in properties
     assert "Deferring" in log or "deferred" in log.lower()
 
 

@@ -111,7 +111,9 @@ def test_a_modelop_job_runs_with_files_modules_udfs_and_its_spark_conf(runs):
     [part] = (done.directory / "out").glob("part-*.csv")
     assert part.read_text().splitlines() == ["id,value,doubled,high", "1,1.5,3.0,false", "2,,,", "3,10.0,20.0,true"]
     log = (done.directory / "wd" / "driver.log").read_text()
-    assert "spark.executor.memory=512m" in log.splitlines()[0] and "spark.driver.memory=1g" in log.splitlines()[0]
+    [properties] = [line for line in log.splitlines() if line.startswith("sparkrunner: properties: ")]
+    assert "spark.executor.memory=512m" in properties and "spark.driver.memory=1g" in properties
+    assert "--properties-file" in log.splitlines()[0] and "spark.driver.memory" not in log.splitlines()[0]
 
 
 def test_model_code_failing_exits_1_with_one_clear_line(runs):

@@ -112,7 +112,7 @@ def score(inputs, outputs, attachments):
     attempt("read", "read every spark-submit's command line for secrets", cmdlines)
     def write(path):
         with open(path, "a") as f:
-            f.write("pwned")
+            f.write(t["mark"])
         return read(path)  # where it went: a hidden file takes it and keeps nothing
 
     for path in t["write_targets"]:
@@ -204,6 +204,7 @@ def attacked(tmp_path_factory):
         f"service:\n  max_concurrent_jobs: 2\n  default_timeout_seconds: 400\n"
         f"  tokens: {{ann: {TOKEN_A}, bob: {TOKEN_B}}}\n")
     config_digest = hashlib.sha256(config.read_bytes()).hexdigest()
+    mark = f"sparkrunner-sandbox-test-{os.getpid()}-{time.time_ns()}"  # what A writes, where it can
     service = LogOutside(data_dir, config=config)
     service.outside = base
     with pytest.MonkeyPatch.context() as env:
@@ -232,9 +233,12 @@ def attacked(tmp_path_factory):
             "cluster_secret": str(cluster / "secret"),
             "cluster_defaults": str(cluster / "client-conf" / "spark-defaults.conf"),
             "service_pid": service.process.pid, "b_pgid": b_pgid,
+            # Outside the test's directory only names of this run: were the sandbox broken (as
+            # root, as here), what it leaves behind is found and removed.
             "write_targets": [str(data_dir / "evil"), str(data_dir / "jobs.db"),
                               str(workdirs["running"] / "driver.log"), str(config), str(cluster / "evil"),
-                              "/etc/evil", "/usr/evil", "/evil"],
+                              f"/etc/{mark}", f"/usr/{mark}", f"/{mark}"],
+            "mark": mark,
             "output": str(shared / "outputs" / "a.txt"),
         }
         target_asset = {"assetType": "FILE", "filename": "targets.json", "content": json.dumps(targets)}
@@ -247,20 +251,23 @@ def attacked(tmp_path_factory):
         service_alive = service.process.poll() is None
         release.write_text("go")
         running_job = wait(bob, running, TERMINAL)
-        yield {"markers": (*MARKERS, finished, running), "hostile": hostile_job, "linker": linker_job, "linker_log": ann.get(f"/jobs/{linker}/log").json(),
+        yield {"markers": (*MARKERS, finished, running), "mark": mark, "hostile": hostile_job, "linker": linker_job, "linker_log": ann.get(f"/jobs/{linker}/log").json(),
                "running": running_job, "finished": finished, "bob": bob, "before": before, "workdirs": workdirs,
                "finished_record": finished_record, "data_dir": data_dir, "targets": targets, "b_argv": b_argv,
                "service_alive": service_alive, "config": config, "config_digest": config_digest,
                "shared": shared, "base": base}
     finally:
         service.stop()
+        for outside in (f"/etc/{mark}", f"/usr/{mark}", f"/{mark}"):
+            if os.path.exists(outside):
+                os.unlink(outside)
 
 
-def succeeded(attempt: dict, markers: tuple[str, ...]) -> bool:
+def succeeded(attempt: dict, mark: str, markers: tuple[str, ...]) -> bool:
     if attempt["outcome"] != "done":
         return False
     if attempt["kind"] == "write":
-        return "pwned" in attempt["got"]
+        return mark in attempt["got"]
     return attempt["kind"] == "act" or any(marker in attempt["got"] for marker in markers)
 
 
@@ -276,7 +283,7 @@ def test_the_hostile_model_ran_and_reports_every_attempt(attacked):
 def test_every_attempt_fails(attacked):
     report = {a["attempt"]: a["outcome"] if a["outcome"] != "done" else "got: " + a["got"][:200]
               for a in attacked["hostile"]["result"]["attempts"]}
-    won = [a for a in attacked["hostile"]["result"]["attempts"] if succeeded(a, attacked["markers"])]
+    won = [a for a in attacked["hostile"]["result"]["attempts"] if succeeded(a, attacked["mark"], attacked["markers"])]
     assert won == [], json.dumps(report, indent=1)
 
 
@@ -305,7 +312,8 @@ def test_nothing_of_b_changed(attacked):
     for name in ("b-notes.txt", "job.json", "b_running.py", "sparkrunner_job_metadata.py"):
         assert after[name] == attacked["before"]["running"][name], name
     assert hashlib.sha256(attacked["config"].read_bytes()).hexdigest() == attacked["config_digest"]
-    written = [p for p in attacked["targets"]["write_targets"] if os.path.exists(p) and "pwned" in open(p, errors="replace").read()]
+    written = [p for p in attacked["targets"]["write_targets"]
+               if os.path.exists(p) and attacked["mark"] in open(p, errors="replace").read()]
     assert written == []
     # Nothing new anywhere on this host's side, but what A may write (its own directory, its output).
     assert not list(attacked["base"].rglob("evil")) and not list(attacked["base"].rglob("stolen.json"))
