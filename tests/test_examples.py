@@ -68,8 +68,12 @@ def test_titanic_writes_its_model_scores_and_metrics(titanic_run):
 
 
 def test_titanic_jobs_spark_conf_reaches_spark(titanic_run):
-    # The log shows the setting the '?' ages need, as the job's sparkConf gave it.
-    assert "spark.sql.ansi.enabled=false" in (titanic_run.workdirs["train"] / "driver.log").read_text().splitlines()[0]
+    # The log shows the setting the '?' ages need, as the job's sparkConf gave it: in the run's
+    # properties (the line after the command, which names their file instead of carrying them).
+    lines = (titanic_run.workdirs["train"] / "driver.log").read_text().splitlines()
+    [properties] = [line for line in lines if line.startswith("sparkrunner: properties: ")]
+    assert "spark.sql.ansi.enabled=false" in properties
+    assert "--properties-file" in lines[0] and "spark.sql.ansi.enabled" not in lines[0]
 
 
 def check_sklearn_scores(jobs: dict[str, Path], results: dict[str, dict]) -> None:
