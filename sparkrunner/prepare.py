@@ -51,7 +51,7 @@ def prepare(settings: Settings, job: AdmittedJob, workdir: Path, job_id: str, sp
         write_file(Path(workdir), DAEMON_FILENAME, daemon_source().encode("utf-8"))
     if job.warnings:
         log = Path(workdir) / LOG_FILENAME
-        with open(log, "a", encoding="utf-8", opener=lambda p, f: _open_private(p, f)) as out:
+        with open(log, "a", encoding="utf-8", opener=_open_private) as out:
             out.writelines(f"{WARNING_PREFIX}{warning}\n" for warning in job.warnings)
     hdfs.stage(workdir, job_id)
     # After staging: the properties may hold the cluster's secret, which never leaves this host.
