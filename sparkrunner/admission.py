@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .config import Settings
+from .execution import Execution, Mode, decide
 from .errors import FieldError, JobInvalid
 from .hdfs import unchecked_reason
 from .jobspec import JobSpec, build, check_shape, settings_of
@@ -50,18 +51,24 @@ class AdmittedJob:
     settings: ResolvedSettings
     #: What the configuration overrode or could not check, one sentence each, with its JSON path.
     warnings: tuple[str, ...]
+    #: Warm or cold, and why (:mod:`sparkrunner.execution`).
+    execution: Execution = Execution(Mode.COLD, "warm jobs are not available here")
 
     @property
     def document(self) -> Mapping[str, Any]:
         return self.spec.document
 
 
+#: Why a job runs cold where nobody said warm jobs can run.
+WARM_UNAVAILABLE = "warm jobs are not available here"
+
+
 def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Origin.SERVICE,
-          data_dir: Path | None = None) -> AdmittedJob:
+          data_dir: Path | None = None, warm_unavailable: str | None = WARM_UNAVAILABLE) -> AdmittedJob:
     """The admitted job for ``document``, or :class:`JobInvalid` listing every problem.
 
     ``data_dir`` is the service's data directory (with ``Origin.SERVICE``): no location may lie
-    inside it.
+    inside it. ``warm_unavailable`` is None where warm jobs can run, else why they cannot.
     """
     if script.is_script_job(document):
         return _admit_script(document, settings, origin, data_dir)
@@ -75,10 +82,15 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
     locations = job_locations(doc, scored=spec is not None and spec.scoring is not None)
     errors += setting_errors + location_problems(locations, settings.policy, data_dir,
                                                  local=origin is Origin.SERVICE)
-    if errors or spec is None or resolved is None:
+    execution = None
+    if spec is not None and resolved is not None:
+        execution, mode_errors = decide(spec, resolved, doc, warm_unavailable=warm_unavailable)
+        errors += mode_errors
+    if errors or spec is None or resolved is None or execution is None:
         raise JobInvalid(errors)
     return AdmittedJob(spec=spec, settings=resolved,
-                       warnings=_with_unchecked(list(resolved.warnings), locations, settings))
+                       warnings=_with_unchecked(list(resolved.warnings), locations, settings),
+                       execution=execution)
 
 
 def _with_unchecked(warnings: list[str], locations: list[Location], settings: Settings) -> tuple[str, ...]:
@@ -115,7 +127,8 @@ def _admit_script(document: Mapping[str, Any], settings: Settings, origin: Origi
         raise JobInvalid(errors)
     # Spark fetches a script job's files itself (a missing one ends the job with Spark's error),
     # as Livy leaves it to Spark: nothing is checked before the run, so nothing is said about it.
-    return AdmittedJob(spec=spec, settings=resolved, warnings=resolved.warnings)
+    execution, _ = decide(spec, resolved, doc, warm_unavailable=None)  # always cold: says why
+    return AdmittedJob(spec=spec, settings=resolved, warnings=resolved.warnings, execution=execution)
 
 
 def job_locations(doc: Mapping[str, Any], scored: bool) -> list[Location]:

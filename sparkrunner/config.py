@@ -109,6 +109,30 @@ class ServiceSettings:
     ssl_keyfile: str = ""
 
 
+@dataclass(frozen=True)
+class WarmSettings:
+    """Warm jobs: eligible jobs run on a warm Spark Connect server instead of a spark-submit each."""
+
+    #: Whether the service runs eligible jobs warm; off, every job runs cold.
+    enabled: bool = True
+    #: Warm servers at most: one per user (token), the least recently used idle one making way.
+    #: A job that finds none free runs cold, and its log says so.
+    max_servers: int = 2
+    #: Warm jobs running at once, besides the cold ones of ``service.max_concurrent_jobs``.
+    max_concurrent_jobs: int = 4
+    #: A server is replaced after this many jobs, or when its processes use more memory than
+    #: ``max_server_memory_mb`` (long-lived Connect servers keep some state of every session).
+    max_jobs_per_server: int = 200
+    max_server_memory_mb: int = 3072
+    #: The server's spark.driver.memory (it runs the jobs' Spark work on local[*]).
+    driver_memory: str = "1g"
+    #: Start the server when the service starts (without tokens: the one user's), so that the
+    #: first job finds it warm; otherwise the first warm job of a user starts it.
+    prestart: bool = True
+    #: How long a server may take to start before its jobs run cold instead.
+    start_timeout_seconds: int = 180
+
+
 class SandboxMode(str, Enum):
     """Whether jobs run in a sandbox (bubblewrap): the ``sandbox`` setting."""
 
@@ -136,6 +160,7 @@ class Settings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     hdfs: HdfsSettings = field(default_factory=HdfsSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    warm: WarmSettings = field(default_factory=WarmSettings)
     #: The file these settings came from, if any (a sandboxed job never sees it).
     source: Path | None = field(default=None, compare=False, metadata=_NOT_A_KEY)
 
@@ -196,6 +221,10 @@ def from_dict(raw: Any, source: str = "configuration") -> Settings:
     if settings.service.max_concurrent_jobs < 1:
         raise ConfigError(f"{source}.service.max_concurrent_jobs: must be at least 1, not "
                           f"{settings.service.max_concurrent_jobs}")
+    for name in ("max_servers", "max_concurrent_jobs", "max_jobs_per_server", "max_server_memory_mb",
+                 "start_timeout_seconds"):
+        if getattr(settings.warm, name) < 1:
+            raise ConfigError(f"{source}.warm.{name}: must be at least 1, not {getattr(settings.warm, name)}")
     for name in ("max_json_depth", "max_assets", "max_asset_bytes"):
         if getattr(settings.limits, name) < 1:
             raise ConfigError(f"{source}.limits.{name}: must be at least 1, not {getattr(settings.limits, name)}")

@@ -236,6 +236,10 @@ class SparkSubmit:
     def cancel(self) -> None:
         self.terminate(cancelled=True)
 
+    def release(self) -> None:
+        """Gives back what the run held before it started (nothing, for a spark-submit); for a
+        run that will not start."""
+
     def wait(self, timeout: float | None = None, echo: TextIO | None = None,
              on_line: Callable[[LogWatcher, str], None] | None = None,
              started_at: float | None = None) -> Outcome:

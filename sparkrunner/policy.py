@@ -29,7 +29,7 @@ import ipaddress
 import os
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -189,6 +189,8 @@ class ResolvedSettings:
     verbose: bool
     #: Settings of the job the configuration overrode, one sentence each.
     warnings: tuple[str, ...]
+    #: The properties the job itself chose (and the policy let it), part of ``conf``.
+    chosen: Mapping[str, str] = field(default_factory=dict)
 
 
 def operator_value(prop: str, settings: Settings) -> str | None:
@@ -286,7 +288,7 @@ def resolve_settings(job_parameters: Mapping[str, str], spark_conf: Mapping[str,
     # The operator's own settings go last but for the job's: spark.master and the deploy mode
     # travel as spark-submit flags, not here.
     conf = {"spark.app.name": f"sparkrunner-{app_name}", **settings.spark.conf, **chosen}
-    return ResolvedSettings(conf=conf, verbose=verbose, warnings=tuple(warnings)), []
+    return ResolvedSettings(conf=conf, verbose=verbose, warnings=tuple(warnings), chosen=chosen), []
 
 
 def _matches(prop: str, patterns: tuple[str, ...]) -> bool:

@@ -137,6 +137,26 @@ def sandbox_env(env: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, s
     return {**kept, **extra, "HOME": "/tmp", "TMPDIR": "/tmp"}
 
 
+def landlock_paths(view: View) -> tuple[list[str], list[str]]:
+    """(read-only, read-write) paths of a warm job's Landlock sandbox for ``view``: the same as
+    bwrap's, with the host's /proc (Landlock keeps other processes' entries closed) and its
+    harmless devices (not /dev/shm, which other processes share)."""
+    return ([*view.system, *view.installs, "/proc", "/dev/urandom", "/dev/random", "/dev/zero"],
+            [*view.roots, "/dev/null"])
+
+
+def unhidable(view: View) -> str | None:
+    """A hidden path Landlock could not hide (it lies inside a path the view shows: Landlock
+    can only allow, never take back); None when there is none."""
+    shown = [*view.system, *view.installs, *view.roots]
+    for path in (*view.hidden_dirs, *view.hidden_files):
+        holder = next((p for p in shown if Path(path).is_relative_to(p)), None)
+        if holder is not None:
+            return (f"{path} must stay hidden from jobs, but lies inside {holder}, which jobs see: "
+                    "a warm job's sandbox (Landlock) cannot hide it")
+    return None
+
+
 # -- this host -----------------------------------------------------------------------------------
 
 def host_view(settings: Settings, env: Mapping[str, str]) -> View:
@@ -222,6 +242,17 @@ class Sandbox:
     def env(self, env: Mapping[str, str]) -> dict[str, str]:
         """The environment of a run in the sandbox, from spark-submit's ``env``."""
         return sandbox_env(env, self.settings.spark.env)
+
+    def landlock_paths(self) -> tuple[list[str], list[str]]:
+        """What a warm job's process may read, and read and write besides its own directory
+        (:mod:`sparkrunner.inside.landlock`): what a cold job's sandbox shows."""
+        return landlock_paths(host_view(self.settings, self.host_env))
+
+    def warm_problem(self) -> str | None:
+        """Why warm jobs cannot be sandboxed here as cold ones are; None when they can."""
+        from .inside import landlock
+
+        return landlock.unavailable() or unhidable(host_view(self.settings, self.host_env))
 
 
 def choose(settings: Settings, env: Mapping[str, str], *, service: bool, asked: bool = False,

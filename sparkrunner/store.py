@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ui_url           TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     warnings         TEXT NOT NULL DEFAULT '[]',
+    execution_mode   TEXT NOT NULL DEFAULT 'cold',
+    execution_reason TEXT,
     UNIQUE (owner, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
@@ -78,6 +80,10 @@ class JobRecord:
     cancel_requested: bool
     #: What admission said of the job besides accepting it (settings the configuration overrode).
     warnings: tuple[str, ...] = ()
+    #: "warm" or "cold" (see sparkrunner.execution), and why; a warm job that found no warm
+    #: server free runs cold, and then this says so.
+    execution_mode: str = "cold"
+    execution_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "JobRecord":
@@ -93,7 +99,8 @@ _COLUMNS = [f.name for f in fields(JobRecord)]
 _UPDATABLE = frozenset(_COLUMNS) - {"seq", "id", "owner", "idempotency_key", "job_type", "name",
                                     "status", "reason", "document", "created", "warnings"}
 #: Columns added since the first release, with their definitions: added to older stores on open.
-_ADDED_COLUMNS = {"warnings": "TEXT NOT NULL DEFAULT '[]'"}
+_ADDED_COLUMNS = {"warnings": "TEXT NOT NULL DEFAULT '[]'",
+                  "execution_mode": "TEXT NOT NULL DEFAULT 'cold'", "execution_reason": "TEXT"}
 
 
 class JobStore:
@@ -160,7 +167,8 @@ class JobStore:
                 raise
 
     def create(self, *, id: str, owner: str, idempotency_key: str | None, job_type: str, name: str,
-               document: dict, timeout_seconds: float | None, warnings: Iterable[str] = ()
+               document: dict, timeout_seconds: float | None, warnings: Iterable[str] = (),
+               execution_mode: str = "cold", execution_reason: str | None = None
                ) -> tuple[JobRecord, bool]:
         """Stores a new CREATED job; with a known idempotency key, returns the earlier job.
 
@@ -174,9 +182,11 @@ class JobStore:
                     return JobRecord.from_row(row), False
             db.execute(
                 "INSERT INTO jobs (id, owner, idempotency_key, job_type, name, status, document,"
-                " timeout_seconds, created, warnings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " timeout_seconds, created, warnings, execution_mode, execution_reason)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (id, owner, idempotency_key, job_type, name, JobStatus.CREATED.value,
-                 json.dumps(document), timeout_seconds, time.time(), json.dumps(list(warnings))))
+                 json.dumps(document), timeout_seconds, time.time(), json.dumps(list(warnings)),
+                 execution_mode, execution_reason))
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (id,)).fetchone()
             return JobRecord.from_row(row), True
 

@@ -105,18 +105,20 @@ class Api:
 
 
 def write_config(path: Path, data_dir: Path, *, max_jobs: int = 2, extra: str = "",
-                 spark_home: Path | None = None) -> Path:
+                 spark_home: Path | None = None, warm: bool = False) -> Path:
     """A service configuration; ``extra`` is appended (YAML, top-level keys).
 
     Local fileUrls are accepted anywhere under pytest's temporary root, which holds every test's
     files (but never inside the service's data directory). ``spark_home`` replaces the pyspark
-    wheel's Spark, e.g. by the stand-in.
+    wheel's Spark, e.g. by the stand-in. Jobs run cold unless ``warm`` (then the warm tests'
+    own configuration says more).
     """
     home = f"  home: {spark_home}\n" if spark_home else ""
     path.write_text(f"data_dir: {data_dir}\n"
                     f"spark:\n{home}  conf:\n    spark.ui.enabled: 'false'\n    spark.ui.showConsoleProgress: 'false'\n"
                     f"policy:\n  local_roots: [{Path(data_dir).parent.parent}]\n"
-                    f"service:\n  max_concurrent_jobs: {max_jobs}\n" + extra)
+                    + ("" if warm else "warm:\n  enabled: false\n")
+                    + f"service:\n  max_concurrent_jobs: {max_jobs}\n" + extra)
     return path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_job
-from sparkrunner.config import PolicySettings, ServiceSettings, Settings, SparkSettings
+from sparkrunner.config import PolicySettings, ServiceSettings, Settings, SparkSettings, WarmSettings
 from sparkrunner.errors import FieldError, HdfsCheckFailed
 from sparkrunner.service import JobService
 from sparkrunner.states import JobStatus
@@ -47,7 +47,7 @@ def make_service(tmp_path, starts: Path, slots: int = 1, seconds: float = 0) -> 
                                                "STAND_IN_SECONDS": str(seconds)})
     # Where bwrap works, the jobs run sandboxed: the stand-in may write only under a local root.
     settings = Settings(data_dir=tmp_path / "data", spark=spark, policy=PolicySettings(local_roots=(str(starts),)),
-                        service=ServiceSettings(max_concurrent_jobs=slots))
+                        service=ServiceSettings(max_concurrent_jobs=slots), warm=WarmSettings(enabled=False))
     return JobService(settings)
 
 

@@ -29,6 +29,7 @@ from ..sandbox import choose
 from ..states import JobStatus
 from ..store import JobRecord, JobStore
 from ..workdir import DIR_MODE
+from ..warm import make_pool
 from .reader import JobFiles
 from .reconcile import reconcile
 from .runner import Runner
@@ -65,9 +66,13 @@ class JobService:
             self.files = JobFiles(self.jobs_dir)
             # Several users need the sandbox: without one, this refuses (SandboxUnavailable).
             sandbox = choose(settings, child_env(settings), service=True)
+            self.warm, self.warm_unavailable = make_pool(settings, self.data_dir, sandbox)
+            if self.warm_unavailable and settings.warm.enabled:
+                log.warning("Jobs run cold: %s.", self.warm_unavailable)
             # At least one slot: the configuration checks it.
             self.runner = Runner(self.store, Launcher(settings, sandbox), self.jobs_dir,
-                                 settings.service.max_concurrent_jobs, self._admit_stored)
+                                 settings.service.max_concurrent_jobs, self._admit_stored,
+                                 self.warm, settings.warm.max_concurrent_jobs)
         except BaseException:
             self._lock_file.close()
             raise
@@ -77,6 +82,10 @@ class JobService:
     def start(self) -> "JobService":
         """Reconciles unfinished jobs, then starts running queued ones."""
         reconcile(self.store, self.runner, self.files)
+        if self.warm is not None:
+            # Without tokens there is one user, whose server can be warm before the first job.
+            one_user = "" if self.settings.warm.prestart and not self.settings.service.tokens else None
+            self.warm.start(prestart_owner=one_user)
         self.runner.start()
         return self
 
@@ -84,6 +93,8 @@ class JobService:
         """Stops running jobs from the queue. Running spark-submits go on; the next start
         re-attaches them."""
         self.runner.stop()
+        if self.warm is not None:
+            self.warm.close()
         self.store.close()
         self._lock_file.close()
 
@@ -97,13 +108,14 @@ class JobService:
         With an idempotency key already used by ``owner``, the earlier job is returned and
         nothing new is stored or run.
         """
-        job = admit(document, self.settings, Origin.SERVICE, self.data_dir)
+        job = admit(document, self.settings, Origin.SERVICE, self.data_dir, self.warm_unavailable)
         spec = job.spec
         timeout = spec.timeout_seconds or self.settings.service.default_timeout_seconds or None
         record, created = self.store.create(
             id=str(uuid.uuid4()), owner=owner, idempotency_key=idempotency_key,
             job_type=spec.job_type, name=spec.name, document=dict(spec.document),
-            timeout_seconds=timeout, warnings=job.warnings)
+            timeout_seconds=timeout, warnings=job.warnings,
+            execution_mode=job.execution.mode.value, execution_reason=job.execution.reason)
         if created:
             log.info("Job %s (%s %r) stored and queued.", record.id, spec.job_type, spec.name)
             self.runner.queue(record.id, job)
@@ -148,4 +160,5 @@ class JobService:
 
     def _admit_stored(self, record: JobRecord) -> AdmittedJob:
         """A stored job admitted again, under the configuration in force now (after a restart)."""
-        return admit(json.loads(record.document), self.settings, Origin.SERVICE, self.data_dir)
+        return admit(json.loads(record.document), self.settings, Origin.SERVICE, self.data_dir,
+                     self.warm_unavailable)

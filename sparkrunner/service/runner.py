@@ -1,11 +1,13 @@
 """The runner: slots, launch, follow, finish and cancel for the service's jobs.
 
-At most ``slots`` jobs hold a slot at once, first come first served. A job takes its slot when
-the runner claims it and keeps it until its run ends; each claimed job has a thread of its own
-for its whole trip:
+At most ``slots`` cold jobs and ``warm_slots`` warm ones hold a slot at once, first come first
+served within each kind (a quick warm job does not queue behind long cold ones). A job takes its
+slot when the runner claims it and keeps it until its run ends; each claimed job has a thread of
+its own for its whole trip:
 
 1. *prepare*, outside the lock: lay out the working directory, check HDFS, stage (network calls
-   of up to 30 s, which must not hold up a cancel or another job);
+   of up to 30 s, which must not hold up a cancel or another job); a warm job gets its user's
+   warm server (started if need be), or runs cold when none can be had;
 2. *start*, under the lock: unless a cancel came meanwhile, save WAITING, start spark-submit,
    save its pid;
 3. *follow* the run to its end, then *finish*: save how it ended.
@@ -26,13 +28,18 @@ from typing import Callable
 from ..admission import AdmittedJob
 from ..errors import HdfsCheckFailed, IllegalMove
 from ..launcher import CANCELLED_REASON, Launcher, LogWatcher, Outcome, SparkSubmit
+from ..prepare import WARNING_PREFIX
 from ..states import ACTIVE_STATES, JobStatus
 from ..store import JobRecord, JobStore
+from ..warm.pool import WarmPool
+from ..warm.run import WarmRun
 
 log = logging.getLogger(__name__)
 
 #: How long the scheduler sleeps when nothing wakes it; a safety net, not the way it learns of work.
 IDLE_SECONDS = 1.0
+#: How many queued jobs the scheduler looks at each time.
+QUEUE_LOOKAHEAD = 200
 
 
 class Runner:
@@ -42,17 +49,21 @@ class Runner:
     """
 
     def __init__(self, store: JobStore, launcher: Launcher, jobs_dir: Path, slots: int,
-                 admit: Callable[[JobRecord], AdmittedJob]):
+                 admit: Callable[[JobRecord], AdmittedJob], warm: WarmPool | None = None,
+                 warm_slots: int = 0):
         self.store = store
         self.launcher = launcher
         self.jobs_dir = Path(jobs_dir)
         self.slots = slots
+        self.warm = warm
+        self.warm_slots = warm_slots if warm is not None else 0
         self._admit = admit
         self._lock = threading.Lock()  # guards the three dicts below and every start or cancel
-        #: Jobs running (or re-attached): their spark-submit.
+        #: Jobs running (or re-attached): their spark-submit, or their warm run.
         self._runs: dict[str, SparkSubmit] = {}
-        #: Jobs claimed and being prepared: they hold a slot, nothing runs for them yet.
-        self._launching: set[str] = set()
+        #: Jobs claimed and being prepared, and whether they hold a warm slot: nothing runs for
+        #: them yet.
+        self._launching: dict[str, bool] = {}
         #: Jobs admitted by this service run and not yet launched.
         self._admitted: dict[str, AdmittedJob] = {}
         self._wake = threading.Event()
@@ -132,24 +143,29 @@ class Runner:
                 time.sleep(IDLE_SECONDS)
 
     def _claim_queued(self) -> None:
-        """Claims queued jobs, oldest first, while slots are free. A job that ends as it starts
-        wakes the scheduler again, so its slot goes to the next at once."""
+        """Claims queued jobs, oldest first, while slots of their kind are free. A job that ends
+        as it starts wakes the scheduler again, so its slot goes to the next at once."""
         with self._lock:
-            free = self.slots - len(self._runs) - len(self._launching)
-            if free <= 0:
+            warm_held = (sum(isinstance(run, WarmRun) for run in self._runs.values())
+                         + sum(self._launching.values()))
+            free = {True: self.warm_slots - warm_held,
+                    False: self.slots - (len(self._runs) + len(self._launching) - warm_held)}
+            if max(free.values()) <= 0:
                 return
-            queued, _ = self.store.list(status=[JobStatus.CREATED], limit=free + len(self._launching),
-                                        oldest_first=True)
+            # Enough to find the oldest of each kind behind a queue of the other.
+            queued, _ = self.store.list(status=[JobStatus.CREATED], limit=QUEUE_LOOKAHEAD, oldest_first=True)
             for record in queued:
-                if free <= 0:
-                    return
-                if record.id not in self._launching:
-                    self._claim(record)
-                    free -= 1
+                warm = self._runs_warm(record)
+                if record.id not in self._launching and free[warm] > 0:
+                    self._claim(record, warm)
+                    free[warm] -= 1
 
-    def _claim(self, record: JobRecord) -> None:
+    def _runs_warm(self, record: JobRecord) -> bool:
+        return self.warm is not None and record.execution_mode == "warm"
+
+    def _claim(self, record: JobRecord, warm: bool | None = None) -> None:
         """Gives ``record`` a slot and a thread to launch it (called with the lock held)."""
-        self._launching.add(record.id)
+        self._launching[record.id] = self._runs_warm(record) if warm is None else warm
         threading.Thread(target=self._launch, args=(record,), name=f"job-{record.id}", daemon=True).start()
 
     # -- one job's trip -----------------------------------------------------------------------
@@ -162,7 +178,7 @@ class Runner:
         except Exception:  # never leave a slot taken by a job nobody launches
             log.exception("Launching job %s failed.", record.id)
             with self._lock:
-                self._launching.discard(record.id)
+                self._launching.pop(record.id, None)
             self.wake()
             return
         if started is not None:
@@ -177,7 +193,10 @@ class Runner:
             job = job or self._admit(record)
             if workdir.exists():
                 shutil.rmtree(workdir)  # a layout the last service run left before starting
-            return self.launcher.prepare(job, workdir, record.id)
+            run = self.launcher.prepare(job, workdir, record.id)
+            if job.execution.warm and self.warm is not None:
+                return self._warm_or_cold(record, run)
+            return run
         except HdfsCheckFailed as exc:
             log.warning("Job %s fails its HDFS checks: %s", record.id, exc)
             self._end_unstarted(record.id, f"before spark-submit: {exc}")
@@ -186,10 +205,23 @@ class Runner:
             self._end_unstarted(record.id, f"cannot start: {exc}")
         return None
 
+    def _warm_or_cold(self, record: JobRecord, cold: SparkSubmit) -> SparkSubmit:
+        """The warm run of a prepared job on its owner's warm server; the ``cold`` one when no
+        server can be had (the job's record and log say why)."""
+        server, why = self.warm.acquire(record.owner)
+        if server is not None:
+            return WarmRun(server, cold.cwd, record.id, release=self.warm.release)
+        reason = f"meant to run warm, it ran cold: {why}"
+        log.warning("Job %s %s.", record.id, reason)
+        self.store.update(record.id, execution_mode="cold", execution_reason=reason)
+        with open(cold.log_path, "a", encoding="utf-8") as out:
+            out.write(f"{WARNING_PREFIX}{reason}\n")
+        return cold
+
     def _end_unstarted(self, job_id: str, reason: str) -> None:
         """Ends as ERROR a claimed job that could not be prepared, and frees its slot."""
         with self._lock:
-            self._launching.discard(job_id)
+            self._launching.pop(job_id, None)
             self._admitted.pop(job_id, None)  # admitted again meanwhile by a racing submit
             if self._stopping.is_set():
                 return  # still queued: the next start tries it again
@@ -204,11 +236,13 @@ class Runner:
         with its pid, or None when nothing was started."""
         job_id = record.id
         with self._lock:
-            self._launching.discard(job_id)
+            self._launching.pop(job_id, None)
             self._admitted.pop(job_id, None)
             if self._stopping.is_set():
+                run.release()
                 return None  # still CREATED (or WAITING, never started): the next start launches it
             if self.store.get(job_id).status.is_terminal:
+                run.release()
                 log.info("Job %s was cancelled while it was prepared; spark-submit is not started.", job_id)
                 shutil.rmtree(run.cwd, ignore_errors=True)  # as a queued job, it leaves no directory
                 self.wake()
@@ -222,6 +256,7 @@ class Runner:
             try:
                 pid = run.start()
             except Exception as exc:
+                run.release()
                 self.store.move(job_id, JobStatus.ERROR, f"cannot start spark-submit: {exc}", ended=time.time())
                 self.wake()
                 return None

@@ -1,0 +1,63 @@
+"""A warm job's run: started by a warm server's fork server, followed as a cold run is.
+
+:class:`WarmRun` is a :class:`~sparkrunner.launcher.SparkSubmit` whose process is not a child of
+ours: the fork server starts the job's supervisor, which writes the same ``supervisor.json`` and
+``exit.json`` as a cold run's. Following, timeouts, cancel (SIGTERM to the supervisor's process
+group; the job interrupts its Connect session) and re-attaching after a restart are the same.
+Only the end differs: a job whose server died meanwhile ends ERROR saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from .. import proc
+from ..launcher import Outcome, SparkSubmit, _REPORT
+from ..states import JobStatus
+from ..workdir import DIR_MODE, EXIT_FILENAME, LOG_FILENAME, SCRATCH_DIRNAME, SUPERVISOR_FILENAME
+from .server import WarmServer
+
+
+class WarmRun(SparkSubmit):
+    """One warm job on ``server``; :meth:`start` asks its fork server."""
+
+    def __init__(self, server: WarmServer, workdir: Path, job_id: str, release=None):
+        workdir = Path(workdir)
+        super().__init__([], workdir, {}, workdir / LOG_FILENAME, workdir / EXIT_FILENAME)
+        self.server = server
+        self.job_id = job_id
+        self._release = release
+
+    def start(self) -> int:
+        scratch = self.cwd / SCRATCH_DIRNAME
+        os.mkdir(scratch, DIR_MODE)
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "ab") as out:
+            out.write(f"{_REPORT}warm: runs on the warm Spark Connect server of this user "
+                      f"(127.0.0.1:{self.server.port}, its job {self.server.jobs_started + 1})\n".encode())
+        files = {"log": self.log_path, "exit": self.exit_file,
+                 "supervisor": self.exit_file.with_name(SUPERVISOR_FILENAME)}
+        self.pid = self.server.fork(self.job_id, self.cwd, files, scratch)
+        started = proc.start_time(self.pid)
+        self.start_time = None if started is None else str(started)
+        return self.pid
+
+    def release(self) -> None:
+        """Gives the server back (once): the run ended, or will not start."""
+        if self._release is not None:
+            release, self._release = self._release, None
+            release(self.server)
+
+    def wait(self, *args, **kwargs) -> Outcome:
+        try:
+            outcome = super().wait(*args, **kwargs)
+            if self.pid is not None:  # whatever the job left running in its group goes too
+                proc.signal_group(self.pid, signal.SIGKILL)
+        finally:
+            self.release()
+        if outcome.status is JobStatus.ERROR and not self.server.alive():
+            return Outcome(JobStatus.ERROR, f"{self.server.ended} while the job ran", outcome.exit_code,
+                           outcome.signal, outcome.tail)
+        return outcome
