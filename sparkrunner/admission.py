@@ -84,7 +84,8 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
                                                  local=origin is Origin.SERVICE)
     execution = None
     if spec is not None and resolved is not None:
-        execution, mode_errors = decide(spec, resolved, doc, warm_unavailable=warm_unavailable)
+        execution, mode_errors = decide(spec, resolved, doc, warm_unavailable=warm_unavailable,
+                                        master=settings.spark.master)
         errors += mode_errors
     if errors or spec is None or resolved is None or execution is None:
         raise JobInvalid(errors)

@@ -10,7 +10,8 @@ not executor memory, cores or packages, which belong to the server's JVM. So a j
 
 - it is a model job (a script job, Livy's batch, always gets its own spark-submit);
 - its document does not say ``"executionMode": "cold"``;
-- every Spark setting the job itself chose is a SQL setting (``spark.sql.*``);
+- every Spark setting the job itself chose is a SQL setting (``spark.sql.*``), or one a local
+  master ignores anyway (executor memory and cores, which ModelOp's engine record always sends);
 - it is a one-parameter scoring job (the scoring path is sparkrunner's own and works on both),
   or its sources use none of the APIs above, found with :mod:`ast` as functions are.
 
@@ -43,6 +44,10 @@ JVM_API_NAMES = frozenset({
 JVM_API_MODULES = ("pyspark.mllib", "pyspark.streaming")
 #: The only settings a warm session can take from a job.
 SESSION_SETTING_PREFIX = "spark.sql."
+#: Settings a local master ignores (it has no executors: the driver runs every task), so a job
+#: naming them loses nothing warm. ModelOp's engine record always sends the executor's memory.
+IGNORED_ON_LOCAL = frozenset({"spark.executor.memory", "spark.executor.cores", "spark.executor.instances",
+                              "spark.cores.max", "spark.executor.memoryOverhead"})
 
 
 class Mode(str, Enum):
@@ -63,14 +68,14 @@ class Execution:
 
 
 def decide(spec: Any, settings: ResolvedSettings, document: Mapping[str, Any], *,
-           warm_unavailable: str | None) -> tuple[Execution, list[FieldError]]:
+           warm_unavailable: str | None, master: str = "local[*]") -> tuple[Execution, list[FieldError]]:
     """How the job runs, and the problem when the document asks for warm and it cannot be.
 
     ``warm_unavailable`` is None where warm jobs can run (the service with warm jobs on, or
     ``sparkrunner run --warm``), else the reason they cannot.
     """
     asked = document.get(MODE_FIELD) or "auto"
-    reason = cold_reason(spec, settings, asked)
+    reason = cold_reason(spec, settings, asked, master)
     if reason is None and warm_unavailable is not None:
         reason = warm_unavailable
     if reason is None:
@@ -82,13 +87,15 @@ def decide(spec: Any, settings: ResolvedSettings, document: Mapping[str, Any], *
     return Execution(Mode.COLD, reason), []
 
 
-def cold_reason(spec: Any, settings: ResolvedSettings, asked: str) -> str | None:
-    """Why the job must run cold; None when it can run warm."""
+def cold_reason(spec: Any, settings: ResolvedSettings, asked: str, master: str) -> str | None:
+    """Why the job must run cold on ``master``; None when it can run warm."""
     if not isinstance(spec, JobSpec):
         return "a script job (a Livy batch) always runs with a spark-submit of its own"
     if asked == "cold":
         return f"the job asks for it ({MODE_FIELD} 'cold')"
-    needs_jvm = sorted(p for p in settings.chosen if not p.startswith(SESSION_SETTING_PREFIX))
+    ignored = IGNORED_ON_LOCAL if master.startswith("local") else frozenset()
+    needs_jvm = sorted(p for p in settings.chosen
+                       if not p.startswith(SESSION_SETTING_PREFIX) and p not in ignored)
     if needs_jvm:
         return (f"its settings {', '.join(needs_jvm)} need a JVM of their own "
                 f"(a warm session takes only {SESSION_SETTING_PREFIX}* settings)")

@@ -37,10 +37,19 @@ def add_commands(commands) -> None:
                      help="run it in the sandbox the service uses (bubblewrap): it sees only its "
                           "working directory, the local roots and the system (configuration: "
                           "sandbox: on)")
+    sub.add_argument("--warm", action="store_true",
+                     help="run it on a warm Spark Connect server this machine keeps between runs "
+                          "(the first --warm run starts it; stop it with `sparkrunner stop-warm`); "
+                          "a job that cannot run warm runs cold, and says why")
+    add_command(commands, "stop-warm", cmd_stop_warm, "stop the warm Spark Connect server `run --warm` keeps")
 
 
-def load_job(path: str, settings):
-    """The admitted job in the file at ``path`` (``-`` for standard input).
+#: Why ``run`` runs a job cold without ``--warm``.
+COLD_WITHOUT_WARM = "sparkrunner run runs jobs cold unless --warm"
+
+
+def load_job(path: str, settings, warm: bool = False):
+    """The admitted job in the file at ``path`` (``-`` for standard input); ``warm``: it may run warm.
 
     Here the job runs as whoever runs the command, so local paths are not limited to the
     service's roots (:data:`Origin.LOCAL`).
@@ -48,7 +57,8 @@ def load_job(path: str, settings):
     from ..admission import Origin, admit
     from ..jobspec import parse_document
 
-    return admit(parse_document(read_input(path)), settings, Origin.LOCAL)
+    return admit(parse_document(read_input(path)), settings, Origin.LOCAL,
+                 warm_unavailable=None if warm else COLD_WITHOUT_WARM)
 
 
 def _print_warnings(job) -> None:
@@ -111,7 +121,7 @@ def cmd_run(args) -> int:
     from ..sandbox import choose
 
     settings = settings_from(args)
-    job = load_job(args.job, settings)
+    job = load_job(args.job, settings, warm=args.warm)
     # One user, their own files: no sandbox unless asked for (here, or by sandbox: on).
     sandbox = choose(settings, child_env(settings), service=False, asked=args.sandbox)
     spec = job.spec
@@ -129,7 +139,15 @@ def cmd_run(args) -> int:
     from ..script import ScriptSpec
 
     kind = "script" if isinstance(spec, ScriptSpec) else spec.role.value
-    print(f"sparkrunner: running {kind} job {spec.name!r} in {workdir}", file=sys.stderr)
+    how = ""
+    if job.execution.warm:
+        from ..warm.local import warm_run
+
+        submit = warm_run(settings, submit)
+        how = ", warm"
+    elif args.warm:
+        how = f", cold: {job.execution.reason}"
+    print(f"sparkrunner: running {kind} job {spec.name!r} in {workdir}{how}", file=sys.stderr)
 
     # Installed before the start: spark-submit has a session of its own, so Ctrl-C, a closed
     # terminal or a kill reach it only through us.
@@ -150,6 +168,16 @@ def cmd_run(args) -> int:
     print(f"sparkrunner: log {workdir / LOG_FILENAME}" +
           (f", result {result}" if result.exists() else ""), file=sys.stderr)
     return EXIT_OK if outcome.succeeded else EXIT_FAILED
+
+
+def cmd_stop_warm(args) -> int:
+    from ..warm.local import stop
+
+    stopped = stop()
+    print({True: "sparkrunner: stopped the warm Spark Connect server",
+           False: "sparkrunner: no warm Spark Connect server runs",
+           None: "sparkrunner: could not tell whether the warm server runs; try again"}[stopped])
+    return EXIT_OK if stopped is not None else EXIT_FAILED
 
 
 class _Echo:
