@@ -105,18 +105,21 @@ class Api:
 
 
 def write_config(path: Path, data_dir: Path, *, max_jobs: int = 2, extra: str = "",
-                 spark_home: Path | None = None, warm: bool = False) -> Path:
+                 spark_home: Path | None = None, warm: bool = False,
+                 local_roots: list[Path] | None = None) -> Path:
     """A service configuration; ``extra`` is appended (YAML, top-level keys).
 
     Local fileUrls are accepted anywhere under pytest's temporary root, which holds every test's
     files (but never inside the service's data directory). ``spark_home`` replaces the pyspark
     wheel's Spark, e.g. by the stand-in. Jobs run cold unless ``warm`` (then the warm tests'
-    own configuration says more).
+    own configuration says more); a warm job's sandbox cannot hide the data directory inside a
+    local root, so warm tests name ``local_roots`` beside it.
     """
+    roots = ", ".join(str(p) for p in local_roots) if local_roots else Path(data_dir).parent.parent
     home = f"  home: {spark_home}\n" if spark_home else ""
     path.write_text(f"data_dir: {data_dir}\n"
                     f"spark:\n{home}  conf:\n    spark.ui.enabled: 'false'\n    spark.ui.showConsoleProgress: 'false'\n"
-                    f"policy:\n  local_roots: [{Path(data_dir).parent.parent}]\n"
+                    f"policy:\n  local_roots: [{roots}]\n"
                     + ("" if warm else "warm:\n  enabled: false\n")
                     + f"service:\n  max_concurrent_jobs: {max_jobs}\n" + extra)
     return path
@@ -126,14 +129,14 @@ class Service(Api):
     """``sparkrunner serve`` as a child process; restartable, killable."""
 
     def __init__(self, data_dir: Path, config: Path | None = None, max_jobs: int = 2, extra: str = "",
-                 spark_home: Path | None = None):
+                 spark_home: Path | None = None, **config_options):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = config or write_config(self.data_dir.parent / f"{self.data_dir.name}-sparkrunner.yaml",
                                              self.data_dir, max_jobs=max_jobs, extra=extra,
-                                             spark_home=spark_home)
+                                             spark_home=spark_home, **config_options)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -186,12 +189,12 @@ class InProcessService(Api):
     poll_seconds = 0.05
 
     def __init__(self, data_dir: Path, config: Path | None = None, max_jobs: int = 2, extra: str = "",
-                 spark_home: Path | None = None):
+                 spark_home: Path | None = None, **config_options):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.config = config or write_config(self.data_dir.parent / f"{self.data_dir.name}-sparkrunner.yaml",
                                              self.data_dir, max_jobs=max_jobs, extra=extra,
-                                             spark_home=spark_home)
+                                             spark_home=spark_home, **config_options)
         self.service = None
         self._server = None
         self._thread: threading.Thread | None = None

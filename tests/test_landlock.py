@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 
 import pytest
@@ -59,7 +58,7 @@ def test_a_sandboxed_process_reaches_its_own_directory_and_nothing_else_of_the_h
         "read the data directory": lambda: (data / "jobs.db").read_text(),
         "write outside": lambda: (tmp_path / "escape.txt").write_text("x"),
         "write /tmp": lambda: open("/tmp/sparkrunner-landlock-escape", "w"),
-        "signal the parent": lambda: os.kill(parent, signal.SIGTERM),
+        "signal the parent": lambda: os.kill(parent, 0),  # 0: a check, harmless if it got through
         "read the parent's environment": lambda: open(f"/proc/{parent}/environ").read(),
     })
     assert done == {

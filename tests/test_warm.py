@@ -1,0 +1,263 @@
+"""Warm jobs through the service: a real warm Spark Connect server, real jobs, real cancels.
+
+One service with warm jobs on serves most tests (its server starts once); the server's life
+(death, replacement, one per user) gets services of its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from service_helpers import InProcessService, Service
+from tests.conftest import make_job
+from tests.modelop_documents import data_asset, python_job
+
+pytestmark = pytest.mark.e2e
+
+WARM_EXTRA = "  max_concurrent_jobs: 2\n"
+
+THREE_LISTS = '''\
+import csv
+from pyspark.sql import SparkSession
+
+# modelop.metrics
+def metrics(inputs, outputs, attachments):
+    spark = SparkSession.builder.getOrCreate()
+    df = spark.read.option("header", True).csv(inputs[0]["fileUrl"])
+    df.createOrReplaceTempView("people")
+    rows = spark.sql("SELECT name, CAST(age AS INT) + 1 AS next_age FROM people ORDER BY name").collect()
+    with open(outputs[0]["fileUrl"], "w", newline="") as f:
+        csv.writer(f).writerows([[r["name"], r["next_age"]] for r in rows])
+    return {"rows": len(rows), "ansi": spark.conf.get("spark.sql.ansi.enabled")}
+'''
+
+HOSTILE = '''\
+import os
+
+# modelop.metrics
+def metrics(inputs, outputs, attachments):
+    here = os.getcwd()
+    data_dir = os.path.dirname(os.path.dirname(here))
+    verdicts = {}
+
+    def attempt(name, action):
+        try:
+            action()
+            verdicts[name] = "done"
+        except OSError as exc:
+            verdicts[name] = type(exc).__name__
+
+    attempt("read the job store", lambda: open(os.path.join(data_dir, "jobs.db"), "rb").read(1))
+    attempt("list the jobs", lambda: os.listdir(os.path.join(data_dir, "jobs")))
+    attempt("write beside the jobs", lambda: open(os.path.join(data_dir, "evil"), "w"))
+    attempt("write /tmp", lambda: open("/tmp/sparkrunner-warm-evil", "w"))
+    attempt("write its own directory", lambda: open("mine.txt", "w").write("x"))
+    ancestors, pid = [], os.getpid()
+    while pid > 1:
+        with open("/proc/%d/stat" % pid) as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        ancestors.append(pid)
+    for n, ancestor in enumerate(a for a in ancestors if a > 1):
+        attempt("signal ancestor %d" % n, lambda a=ancestor: os.kill(a, 0))
+        attempt("read the environment of ancestor %d" % n,
+                lambda a=ancestor: open("/proc/%d/environ" % a, "rb").read())
+    return verdicts
+'''
+
+
+def people(tmp: Path) -> Path:
+    path = tmp / "people.csv"
+    path.write_text("name,age\nada,36\ngrace,45\nalan,41\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("warm-roots")
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory, roots):
+    """A service with warm jobs on; its warm server started ahead of the first job."""
+    base = tmp_path_factory.mktemp("warm-service")
+    service = Service(base / "data", warm=True, local_roots=[roots], extra=WARM_EXTRA).start()
+    yield service
+    service.stop()
+
+
+def three_list_job(roots: Path, name: str, **fields) -> dict:
+    source = roots / f"{name}-in"
+    source.mkdir(exist_ok=True)
+    out = roots / f"{name}-out.csv"
+    return make_job(THREE_LISTS, job_type="MODEL_BATCH_TEST_JOB",
+                    inputData=[data_asset("people", str(people(source)))],
+                    outputData=[data_asset("ages", str(out))],
+                    targetEngine={"sparkConf": {"spark.sql.ansi.enabled": "false"}}, **fields)
+
+
+def test_an_eligible_job_runs_warm_with_the_same_outputs_as_cold(warm, roots):
+    warm_job = warm.submit(three_list_job(roots, "warm"))
+    cold_job = warm.submit(three_list_job(roots, "cold", executionMode="cold"))
+    assert warm_job["executionMode"] == "warm"
+    assert warm_job["executionReason"] == "eligible: runs on a warm Spark Connect server"
+    assert cold_job["executionMode"] == "cold"
+    assert cold_job["executionReason"] == "the job asks for it (executionMode 'cold')"
+    done_warm = warm.wait_for(warm_job["id"], {"COMPLETE", "ERROR"})
+    done_cold = warm.wait_for(cold_job["id"], {"COMPLETE", "ERROR"})
+    assert done_warm["jobStatus"] == "COMPLETE", done_warm
+    assert done_cold["jobStatus"] == "COMPLETE", done_cold
+    assert done_warm["result"] == done_cold["result"] == {"rows": 3, "ansi": "false"}
+    rows = [list(csv.reader(open(roots / f"{kind}-out.csv"))) for kind in ("warm", "cold")]
+    assert rows[0] == rows[1] == [["ada", "37"], ["alan", "42"], ["grace", "46"]]
+    log = warm.get(f"/jobs/{warm_job['id']}/log", params={"size": 1000}).json()["log"]
+    assert any("warm: runs on the warm Spark Connect server" in line for line in log)
+    assert not any(line.startswith("sparkrunner: command:") for line in log)  # no spark-submit
+
+
+def test_the_scoring_path_gives_the_same_rows_and_counts_warm_and_cold(warm, roots):
+    outcomes = {}
+    for mode in ("auto", "cold"):
+        tmp = roots / f"scoring-{mode}"
+        tmp.mkdir()
+        doc = python_job(tmp)
+        doc["executionMode"] = mode
+        job = warm.submit(doc)
+        done = warm.wait_for(job["id"], {"COMPLETE", "ERROR"})
+        assert done["jobStatus"] == "COMPLETE", done
+        outputs = [Path(a["fileUrl"].removeprefix("file://")) for a in doc["outputData"]]
+        outcomes[mode] = (job["executionMode"], done["result"],
+                          [sorted(read_all(path)) for path in outputs])
+    assert outcomes["auto"][0] == "warm" and outcomes["cold"][0] == "cold"
+    assert outcomes["auto"][1] == outcomes["cold"][1]
+    assert outcomes["auto"][1]["recordsRejected"] == 1  # the passenger with Fare "cheap"
+    assert outcomes["auto"][2] == outcomes["cold"][2]
+
+
+def read_all(path: Path) -> list[str]:
+    """Every line of a Spark output (a directory of part files) or of a file."""
+    files = sorted(path.glob("part-*")) if path.is_dir() else [path]
+    return [line for f in files for line in f.read_text().splitlines() if line.strip()]
+
+
+def test_a_warm_job_that_reaches_for_the_jvm_ends_saying_to_resubmit_it_cold(warm):
+    # Found only at run time: the name is built, so no parser could see it.
+    source = THREE_LISTS.replace('    df = spark.read', '    getattr(spark, "spark" + "Context")\n    df = spark.read')
+    doc = make_job(source, job_type="MODEL_BATCH_TEST_JOB")
+    job = warm.submit(doc)
+    assert job["executionMode"] == "warm"
+    done = warm.wait_for(job["id"], {"COMPLETE", "ERROR"})
+    assert done["jobStatus"] == "ERROR"
+    assert "executionMode" in done["reason"] and "cold" in done["reason"], done["reason"]
+
+
+def test_a_warm_job_is_cancelled_and_the_server_goes_on_serving(warm, roots):
+    endless = make_job('''\
+from pyspark.sql import SparkSession
+
+# modelop.metrics
+def metrics(inputs, outputs, attachments):
+    spark = SparkSession.builder.getOrCreate()
+    return spark.range(10 ** 13).selectExpr("sum(id) AS s").collect()[0]["s"]
+''', job_type="MODEL_BATCH_TEST_JOB")
+    job = warm.submit(endless)
+    warm.wait_for(job["id"], {"RUNNING"}, timeout=60)
+    cancelled = warm.post(f"/jobs/{job['id']}/cancel")
+    assert cancelled.status_code in (200, 202), cancelled.text
+    done = warm.wait_for(job["id"], {"CANCELLED", "ERROR", "COMPLETE"}, timeout=60)
+    assert done["jobStatus"] == "CANCELLED" and done["reason"] == "cancelled by user"
+    after = warm.submit(three_list_job(roots, "after-cancel"))
+    assert warm.wait_for(after["id"], {"COMPLETE", "ERROR"}, timeout=60)["jobStatus"] == "COMPLETE"
+
+
+def test_a_warm_job_past_its_timeout_ends_as_error(warm):
+    slow = make_job('''\
+import time
+from pyspark.sql import SparkSession
+
+# modelop.metrics
+def metrics(inputs, outputs, attachments):
+    SparkSession.builder.getOrCreate().range(1).count()
+    time.sleep(600)
+''', job_type="MODEL_BATCH_TEST_JOB", timeoutSeconds=3)
+    job = warm.submit(slow)
+    assert job["executionMode"] == "warm"
+    done = warm.wait_for(job["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=60)
+    assert done["jobStatus"] == "ERROR" and done["reason"] == "timed out after 3 s"
+
+
+def test_a_warm_job_reaches_only_its_own_directory(warm):
+    job = warm.submit(make_job(HOSTILE, job_type="MODEL_BATCH_TEST_JOB"))
+    assert job["executionMode"] == "warm"
+    done = warm.wait_for(job["id"], {"COMPLETE", "ERROR"})
+    assert done["jobStatus"] == "COMPLETE", done
+    verdicts = done["result"]
+    assert verdicts.pop("write its own directory") == "done"
+    assert any(name.startswith("signal ancestor") for name in verdicts)  # the service among them
+    assert verdicts == {name: "PermissionError" for name in verdicts}, verdicts
+    assert not (warm.data_dir / "evil").exists()
+    assert not os.path.exists("/tmp/sparkrunner-warm-evil")
+
+
+def test_a_job_whose_server_dies_ends_as_error_saying_so_and_the_next_gets_a_new_server(tmp_path, roots):
+    service = Service(tmp_path / "data", warm=True, local_roots=[roots], extra=WARM_EXTRA).start()
+    try:
+        endless = make_job('''\
+from pyspark.sql import SparkSession
+
+# modelop.metrics
+def metrics(inputs, outputs, attachments):
+    spark = SparkSession.builder.getOrCreate()
+    return spark.range(10 ** 13).selectExpr("sum(id) AS s").collect()[0]["s"]
+''', job_type="MODEL_BATCH_TEST_JOB")
+        job = service.submit(endless)
+        service.wait_for(job["id"], {"RUNNING"}, timeout=180)
+        [record] = list((tmp_path / "data" / "warm").glob("*/server.json"))
+        server_pid, _ = json.loads(record.read_text())["pids"][0]
+        os.killpg(server_pid, signal.SIGKILL)
+        done = service.wait_for(job["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=60)
+        assert done["jobStatus"] == "ERROR"
+        assert done["reason"].startswith("the warm Spark Connect server exited"), done["reason"]
+        assert done["reason"].endswith("while the job ran")
+        after = service.submit(three_list_job(roots, "after-death"))
+        done = service.wait_for(after["id"], {"COMPLETE", "ERROR"}, timeout=240)
+        assert done["jobStatus"] == "COMPLETE" and done["executionMode"] == "warm", done
+    finally:
+        service.stop()
+
+
+def server_port(service, job_id: str) -> int:
+    log = service.get(f"/jobs/{job_id}/log", params={"size": 1000}).json()["log"]
+    [line] = [l for l in log if "warm: runs on the warm Spark Connect server" in l]
+    return int(line.split("127.0.0.1:")[1].split(",")[0])
+
+
+def test_each_user_has_a_server_of_their_own_and_a_worn_server_is_replaced(tmp_path, roots):
+    tokens = {"ann": "ann-token-0123456789", "bob": "bob-token-0123456789"}
+    extra = WARM_EXTRA + "  tokens:\n" + "".join(f"    {u}: {t}\n" for u, t in tokens.items())
+    config = tmp_path / "sparkrunner.yaml"
+    from service_helpers import write_config
+
+    write_config(config, tmp_path / "data", warm=True, local_roots=[roots], extra=extra)
+    config.write_text(config.read_text() +
+                      "warm:\n  max_jobs_per_server: 2\n")
+    service = InProcessService(tmp_path / "data", config=config).start()
+    try:
+        ports = {}
+        for n, user in enumerate(["ann", "ann", "bob", "ann"]):
+            service.headers = {"Authorization": f"Bearer {tokens[user]}"}
+            job = service.submit(three_list_job(roots, f"user-{n}"))
+            done = service.wait_for(job["id"], {"COMPLETE", "ERROR"}, timeout=240)
+            assert done["jobStatus"] == "COMPLETE" and done["executionMode"] == "warm", done
+            ports[n] = server_port(service, job["id"])
+        assert ports[0] == ports[1]  # ann's server
+        assert ports[2] != ports[0]  # bob's own
+        assert ports[3] not in (ports[0], ports[2])  # ann's server ran its 2 jobs: a new one
+    finally:
+        service.stop()
