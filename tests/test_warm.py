@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import SPARKRUNNER, admitted, make_job, write_job
+from conftest import REPO, SPARKRUNNER, admitted, make_job, write_job
 from sparkrunner.launcher import LogWatcher
 from sparkrunner.workdir import render
 
@@ -348,3 +348,23 @@ def test_sigterm_interrupts_a_long_warm_query_and_ends_the_driver_by_it(connect_
                                               'print(json.dumps(spark.range(2, numPartitions=2).mapInPandas(same, "id long").count()))')
     assert counted == 2 and time.monotonic() - started < 60
     assert "sparkrunner: error" not in (tmp_path / "warm" / "driver.log").read_text()
+
+
+# ----- the Titanic example (PySpark ML), warm and cold
+
+def test_the_titanic_example_trains_scores_and_evaluates_warm_as_cold(connect_server, titanic_run, tmp_path):
+    sys.path.insert(0, str(REPO / "jobs"))
+    from build_examples import build
+
+    jobs = build(tmp_path / "example")  # the same data, its own outputs
+    results = {}
+    for role in ("train", "score", "metrics"):  # in order: each reads what the one before wrote
+        workdir = run_warm(connect_server, json.loads(jobs[role].read_text()), tmp_path / role)
+        results[role] = json.loads((workdir / "result.json").read_text())
+    cold = {role: json.loads((titanic_run.workdirs[role] / "result.json").read_text()) for role in results}
+    assert results == cold
+    scores = {role: pd.concat([pd.read_csv(p) for p in sorted(Path(json.loads(doc.read_text())["outputData"][0]["fileUrl"]
+                                                                      .removeprefix("file://")).glob("part-*.csv"))])
+              .sort_values("PassengerId", ignore_index=True)
+              for role, doc in (("warm", jobs["score"]), ("cold", titanic_run.jobs["score"]))}
+    pd.testing.assert_frame_equal(scores["warm"], scores["cold"])
