@@ -115,13 +115,23 @@ def set_up_warm_session(spark, setup, workdir):
         except Exception as exc:
             if _condition(exc) not in ("CANNOT_MODIFY_STATIC_CONFIG", "CANNOT_MODIFY_CONFIG"):
                 raise
-            if conf.get(key, None) != value:
+            current = _effective(conf, key)
+            if current != value:
                 raise WarmUnavailable("the Spark setting %s=%s is fixed when Spark starts, and the warm "
-                                      "server has %r" % (key, value, conf.get(key, None))) from exc
+                                      "server has %r" % (key, value, current)) from exc
     for kind in ("pyfile", "file"):
         paths = [os.path.join(workdir, a["path"]) for a in setup["artifacts"] if a["kind"] == kind]
         if paths:
             spark.addArtifacts(*paths, pyfile=kind == "pyfile", file=kind == "file")
+
+
+def _effective(conf, key):
+    """The value ``key`` has in the session, its default included; None when it has none.
+    (``conf.get(key, None)`` would give None for a default: only a set value is returned.)"""
+    try:
+        return conf.get(key)
+    except Exception:
+        return None
 
 
 class WarmUnavailable(Exception):
