@@ -46,7 +46,7 @@ def prepare(settings: Settings, job: AdmittedJob, workdir: Path, job_id: str, sp
     properties = spark_properties(settings, job, spark_defaults(settings))
     if isinstance(job.spec, JobSpec) and needs_hdfs(job.spec):  # a script job's files: Spark's
         hdfs.check(job.spec)
-    render(job.spec, workdir, job_id)
+    render(job.spec, workdir, job_id, job.settings.conf)
     if ships_daemon(settings, job):
         write_file(Path(workdir), DAEMON_FILENAME, daemon_source().encode("utf-8"))
     if job.warnings:

@@ -22,7 +22,7 @@ import tempfile
 import urllib.parse
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Mapping
 
 from .errors import WorkdirError
 
@@ -101,8 +101,47 @@ def scoring_source() -> str:
     return resources.files("sparkrunner.inside").joinpath("scoring.py").read_text()
 
 
-def metadata_source(spec: JobSpec, job_id: str) -> str:
-    """The job metadata module: what the driver calls, and with what, as Python literals."""
+def warm_session(spec: JobSpec, spark_conf: Mapping[str, str]) -> dict:
+    """What the driver sets up in its Spark Connect session when the job runs warm, as plain
+    lists and dicts: ``sql_conf``, the ``spark.sql.*`` properties of ``spark_conf`` (the admitted
+    job's resolved settings, what a cold run gets), applied with ``spark.conf.set``;
+    ``artifacts``, the files a cold run ships with ``--py-files`` (``kind`` "pyfile"), ``--files``
+    and ``addFile`` ("file"), added as session artifacts so that the Python workers find them as
+    a cold run's do; ``cold_only``, why the job cannot run warm at all (a model attachment that
+    is not a local file: artifacts are uploaded from the client), one sentence each.
+
+    A path is a working directory's file name, or a model attachment's local path as the job
+    gave it. A cold run ignores all of it.
+    """
+    artifacts = [{"path": SCORING_FILENAME, "kind": "pyfile"}] if spec.scoring else []
+    artifacts += [{"path": m.filename, "kind": "pyfile"} for m in spec.modules]
+    artifacts += [{"path": f.filename, "kind": "file"} for f in spec.files]
+    cold_only = []
+    for url in spec.scoring.attachments if spec.scoring else ():
+        path = local_path(url)
+        if path is None:
+            cold_only.append(f"the model attachment {url!r} is not a local file, and a warm run "
+                             "ships only local files to the Python workers")
+        else:
+            artifacts.append({"path": path, "kind": "file"})
+    sql_conf = {key: spark_conf[key] for key in sorted(spark_conf) if key.startswith("spark.sql.")}
+    return {"sql_conf": sql_conf, "artifacts": artifacts, "cold_only": cold_only}
+
+
+def local_path(url: str) -> str | None:
+    """The local path a fileUrl names (a plain path, or a ``file:`` URL, %-escapes decoded as
+    Spark decodes them), or None for another scheme."""
+    parsed = urllib.parse.urlsplit(url)
+    if len(parsed.scheme) <= 1:  # no scheme, or a Windows drive
+        return url
+    if parsed.scheme.lower() == "file" and parsed.netloc in ("", "localhost"):
+        return urllib.parse.unquote(parsed.path)
+    return None
+
+
+def metadata_source(spec: JobSpec, job_id: str, spark_conf: Mapping[str, str] | None = None) -> str:
+    """The job metadata module: what the driver calls, and with what, as Python literals; and
+    what it sets up first when it runs warm (:func:`warm_session`, from ``spark_conf``)."""
     inputs, outputs, attachments = spec.asset_lists()
     values = {
         "job_id": job_id,
@@ -115,6 +154,7 @@ def metadata_source(spec: JobSpec, job_id: str) -> str:
         "job_output": outputs,
         "job_model_assets_input": attachments,
         "scoring_plan": spec.scoring.as_metadata() if spec.scoring else None,
+        "warm_session": warm_session(spec, spark_conf or {}),
     }
     lines = [f'"""Job metadata for job {job_id}, written by sparkrunner; read by the driver."""', ""]
     lines += [f"{name} = {pprint.pformat(value, width=100, sort_dicts=False)}" for name, value in values.items()]
@@ -148,8 +188,10 @@ def read_script(spec: ScriptSpec) -> bytes:
         return f.read()
 
 
-def job_files(spec: JobSpec | ScriptSpec, job_id: str) -> dict[str, bytes]:
-    """{file name: bytes} of everything a job's working directory holds when it is laid out."""
+def job_files(spec: JobSpec | ScriptSpec, job_id: str,
+              spark_conf: Mapping[str, str] | None = None) -> dict[str, bytes]:
+    """{file name: bytes} of everything a job's working directory holds when it is laid out;
+    ``spark_conf`` is the job's resolved Spark properties, for a warm run's session."""
     # Imported here: script.py takes the file-name rule from this module.
     from .script import ScriptSpec
 
@@ -161,7 +203,7 @@ def job_files(spec: JobSpec | ScriptSpec, job_id: str) -> dict[str, bytes]:
             files[spec.filename] = read_script(spec)  # what ran stays with the job
         return files
     files = {spec.primary.filename: spec.primary.text.encode("utf-8"),
-             METADATA_FILENAME: metadata_source(spec, job_id).encode("utf-8"), **common}
+             METADATA_FILENAME: metadata_source(spec, job_id, spark_conf).encode("utf-8"), **common}
     if spec.scoring:
         files[SCORING_FILENAME] = scoring_source().encode("utf-8")
     files.update((m.filename, m.text.encode("utf-8")) for m in spec.modules)
@@ -169,8 +211,13 @@ def job_files(spec: JobSpec | ScriptSpec, job_id: str) -> dict[str, bytes]:
     return files
 
 
-def render(spec: JobSpec | ScriptSpec, dest: Path, job_id: str) -> Path:
-    """Lays out ``spec`` in ``dest`` (which must not exist, or be empty) and returns its path."""
+def render(spec: JobSpec | ScriptSpec, dest: Path, job_id: str,
+           spark_conf: Mapping[str, str] | None = None) -> Path:
+    """Lays out ``spec`` in ``dest`` (which must not exist, or be empty) and returns its path.
+
+    ``spark_conf`` is the admitted job's resolved Spark properties (``AdmittedJob.settings.conf``):
+    a warm run sets its SQL settings in its session.
+    """
     dest = Path(dest).absolute()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise WorkdirError(f"working directory {str(dest)!r} already exists and is not empty")
@@ -180,7 +227,7 @@ def render(spec: JobSpec | ScriptSpec, dest: Path, job_id: str) -> Path:
     except OSError as exc:
         raise WorkdirError(f"cannot create working directory {str(dest)!r}: {exc.strerror}") from exc
     try:
-        for name, data in job_files(spec, job_id).items():
+        for name, data in job_files(spec, job_id, spark_conf).items():
             write_file(tmp, name, data)
         os.chmod(tmp, DIR_MODE)
         os.rename(tmp, dest)

@@ -166,6 +166,83 @@ def standalone_cluster(tmp_path_factory):
 
 
 @dataclass(frozen=True)
+class ConnectServer:
+    """A Spark Connect server on 127.0.0.1: its port and the token its clients send."""
+
+    port: int
+    token: str
+    log: Path
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """The environment of a warm run's driver (the service's fork child) with a new session
+        of its own; the driver is imported from this checkout."""
+        import uuid
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK_", "PYSPARK_"))}
+        env.update(SPARK_REMOTE=f"sc://localhost:{self.port}/;session_id={uuid.uuid4()}",
+                   SPARK_CONNECT_AUTHENTICATE_TOKEN=self.token, SPARKRUNNER_WARM="1",
+                   PYTHONPATH=str(REPO), **extra)
+        return env
+
+
+#: org.apache.spark.sql.connect.service.SparkConnectServer's time to listen, generously.
+CONNECT_START_SECONDS = 180
+
+
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory):
+    """One Spark Connect server (local[2], from the pyspark wheel) for the session's warm runs,
+    listening on a free port of 127.0.0.1 and requiring a token, which travels in its
+    environment, never on its command line. It takes about 20 s to start on 2 cores."""
+    import secrets
+    import signal
+    import socket
+    import time
+
+    from service_helpers import free_ports
+    from sparkrunner.command import spark_submit_path
+    from sparkrunner.config import Settings
+
+    [port] = free_ports(1)
+    token = secrets.token_hex(16)
+    log = tmp_path_factory.mktemp("connect-server") / "server.log"
+    argv = [spark_submit_path(Settings()), "--master", "local[2]",
+            "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
+            "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
+            "--conf", f"spark.connect.grpc.binding.port={port}",
+            "--conf", "spark.ui.enabled=false", "spark-internal"]
+    env = {**os.environ, "SPARK_CONNECT_AUTHENTICATE_TOKEN": token, "PYSPARK_PYTHON": sys.executable}
+    with open(log, "wb") as out:
+        # Its own cwd: whatever Spark writes beside itself (a warehouse) stays out of the checkout.
+        server = subprocess.Popen(argv, env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + CONNECT_START_SECONDS
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"the Spark Connect server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the Spark Connect server did not listen on {port} in "
+                                f"{CONNECT_START_SECONDS} s:\n{log.read_text()[-3000:]}")
+                time.sleep(0.25)
+        yield ConnectServer(port, token, log)
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@dataclass(frozen=True)
 class ExampleRun:
     """The Titanic example's jobs run by `sparkrunner run`: job files, working directories and
     the command's stderr, by role (train, score, metrics)."""

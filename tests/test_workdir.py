@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from conftest import make_job
+from conftest import admitted, make_job
 from sparkrunner.errors import WorkdirError
 from sparkrunner.jobspec import validate
-from sparkrunner.workdir import render, write_file
+from sparkrunner.workdir import local_path, render, warm_session, write_file
 
 
 def literals(path) -> dict:
@@ -110,3 +110,66 @@ def test_a_workdir_that_is_itself_a_link_to_a_sibling_cannot_be_escaped(tmp_path
     # What the link leads to is the working directory: a plain name is written there.
     write_file(tmp_path / "workdir", "f", b"x")
     assert os.listdir(tmp_path / "workdirX") == ["f"]
+
+
+# ----- what a warm run's driver sets up in its Spark Connect session
+
+SCORING_MODEL = "# modelop.score\ndef action(record):\n    yield record\n"
+
+
+def scoring_job(attachment_urls):
+    return make_job(
+        SCORING_MODEL,
+        assets=[{"assetType": "SOURCE_CODE", "primaryModelSource": False, "name": "helpers.py", "sourceCode": ""},
+                {"assetType": "FILE", "filename": "features.json", "content": "[]"},
+                *({"assetType": "EXTERNAL_FILE", "name": f"a{i}", "fileUrl": url, "assetRole": "MODEL_ATTACHMENT"}
+                  for i, url in enumerate(attachment_urls))],
+        inputData=[{"assetType": "EXTERNAL_FILE", "name": "in", "fileUrl": "file:///d/in.csv", "fileFormat": "CSV"}],
+        outputData=[{"assetType": "EXTERNAL_FILE", "name": "out", "fileUrl": "file:///d/out", "fileFormat": "CSV"}])
+
+
+def test_a_warm_session_gets_the_sql_settings_and_what_a_cold_run_ships():
+    conf = {"spark.sql.shuffle.partitions": "3", "spark.app.name": "sparkrunner-x",
+            "spark.executor.memory": "1g", "spark.sql.ansi.enabled": "false"}
+    assert warm_session(validate(full_job()), conf) == {
+        "sql_conf": {"spark.sql.ansi.enabled": "false", "spark.sql.shuffle.partitions": "3"},
+        # A three-list job's EXTERNAL_FILE attachments are handed over, never shipped, cold or warm.
+        "artifacts": [{"path": "helpers.py", "kind": "pyfile"}, {"path": "notes.txt", "kind": "file"},
+                      {"path": "blob.bin", "kind": "file"}],
+        "cold_only": []}
+
+
+def test_a_warm_scoring_job_ships_its_module_and_local_attachments_and_says_what_cannot_go():
+    spec = validate(scoring_job(["file:///models/my%20model.pkl", "/models/scaler.pkl", "hdfs:///m/w.pkl",
+                                 "https://models.example.com/w.pkl"]))
+    session = warm_session(spec, {})
+    assert session["sql_conf"] == {}
+    assert session["artifacts"] == [
+        {"path": "sparkrunner_scoring.py", "kind": "pyfile"}, {"path": "helpers.py", "kind": "pyfile"},
+        {"path": "features.json", "kind": "file"},
+        {"path": "/models/my model.pkl", "kind": "file"}, {"path": "/models/scaler.pkl", "kind": "file"}]
+    assert session["cold_only"] == [
+        "the model attachment 'hdfs:///m/w.pkl' is not a local file, and a warm run ships only local files "
+        "to the Python workers",
+        "the model attachment 'https://models.example.com/w.pkl' is not a local file, and a warm run ships "
+        "only local files to the Python workers"]
+
+
+@pytest.mark.parametrize("url,path", [
+    ("/d/m.pkl", "/d/m.pkl"), ("m.pkl", "m.pkl"), ("file:///d/a%20b.pkl", "/d/a b.pkl"),
+    ("file://localhost/d/m.pkl", "/d/m.pkl"), ("file:/d/m.pkl", "/d/m.pkl"),
+    ("file://otherhost/d/m.pkl", None), ("hdfs:///d/m.pkl", None), ("s3a://b/m.pkl", None)])
+def test_local_path_of_a_file_url(url, path):
+    assert local_path(url) == path
+
+
+def test_the_metadata_module_always_carries_the_warm_session(tmp_path):
+    doc = full_job()
+    doc["targetEngine"] = {"sparkConf": {"spark.sql.ansi.enabled": "false", "--executor-memory": "1g"}}
+    job = admitted(doc)
+    meta = literals(render(job.spec, tmp_path / "run", "job-1", job.settings.conf) / "sparkrunner_job_metadata.py")
+    assert meta["warm_session"]["sql_conf"] == {"spark.sql.ansi.enabled": "false"}
+    assert meta["warm_session"]["artifacts"][0] == {"path": "helpers.py", "kind": "pyfile"}
+    # Laid out without settings (a bare spec), a warm run would set no SQL settings of its own.
+    meta = literals(render(job.spec, tmp_path / "bare", "job-2") / "sparkrunner_job_metadata.py")
+    assert meta["warm_session"]["sql_conf"] == {}

@@ -105,7 +105,7 @@ def cmd_render(args) -> int:
     _print_warnings(job)
     argv = build_argv(settings, job, args.workdir.absolute(), spark_submit_path(settings))
     properties = mask_properties(spark_properties(settings, job, spark_defaults(settings)))
-    workdir = render(job.spec, args.workdir, new_run_id())
+    workdir = render(job.spec, args.workdir, new_run_id(), job.settings.conf)
     print(f"working directory: {workdir}")
     print("command: " + " ".join(mask_argv(argv)))
     # Only shown: `run` writes them to the properties file the command names (secrets and all).

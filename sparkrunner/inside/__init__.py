@@ -3,7 +3,8 @@
 - :mod:`.supervise` wraps spark-submit: it records who it is and how spark-submit ended, so a
   restarted service can tell (``python -m sparkrunner.inside.supervise``);
 - :mod:`.driver` is the script spark-submit runs: copied into every working directory as
-  ``sparkrunner_driver.py``, it calls the model's functions;
+  ``sparkrunner_driver.py``, it calls the model's functions; a warm run calls its ``main()`` in
+  the service's fork child instead, in a Spark Connect session;
 - :mod:`.scoring` is the distributed scoring path for plain Python models: copied in as
   ``sparkrunner_scoring.py`` and shipped to the executors with ``--py-files``.
 

@@ -10,6 +10,15 @@ A script job (a Livy batch) runs the user's script instead, as ``python file arg
 the driver reports the application when the script starts Spark, and the script's exit status is
 the driver's.
 
+A *warm* run (``SPARKRUNNER_WARM=1``) calls :func:`main` in a process forked by the service, with
+the working directory as its cwd and ``SPARK_REMOTE`` naming a Spark Connect server: the session
+is a Connect session (the model's own ``getOrCreate()`` gets it too). The driver first sets it up
+as spark-submit would have set up a cold run (the metadata's ``warm_session``: the job's SQL
+settings, its modules and files as session artifacts), and SIGTERM interrupts the session's
+operations on the server before the process dies by it. What Spark Connect lacks (a
+SparkContext, RDDs, broadcasts, accumulators) ends the job with an error that says to resubmit
+it with ``"executionMode": "cold"``; nothing is retried.
+
 It depends on nothing but the standard library and pyspark, because it runs wherever the Spark
 driver runs. Lines it prints for sparkrunner start with "sparkrunner: ".
 """
@@ -19,11 +28,21 @@ import json
 import os
 import re
 import runpy
+import signal
 import sys
+import threading
 import traceback
 
 RESULT_FILE = "result.json"
 EXIT_MODEL_FAILED = 1
+#: Set by the service in the environment of a warm run.
+WARM_VARIABLE = "SPARKRUNNER_WARM"
+#: pyspark's error conditions for what a Spark Connect client cannot do.
+CONNECT_LACKS = frozenset({"JVM_ATTRIBUTE_NOT_SUPPORTED", "NOT_IMPLEMENTED",
+                           "CONTEXT_UNAVAILABLE_FOR_REMOTE_CLIENT"})
+RESUBMIT_COLD = 'resubmit the job with "executionMode": "cold"'
+#: How long a SIGTERM waits for the server to interrupt the session's operations.
+INTERRUPT_WAIT_SECONDS = 10
 
 
 def say(kind, text, stream=None):
@@ -62,6 +81,121 @@ def start_spark():
     spark = SparkSession.builder.getOrCreate()
     report_application(spark.sparkContext)
     return spark
+
+
+def is_warm():
+    return os.environ.get(WARM_VARIABLE) == "1"
+
+
+def start_warm_spark(cancel):
+    """The Spark Connect session SPARK_REMOTE names (the one the model's getOrCreate() gets),
+    reported like a cold run's application."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.getOrCreate()
+    cancel.session = spark
+    conf = spark.conf
+    # A Connect client has no SparkContext: the server's own properties are read through the
+    # session's conf. The UI's address is not among them unless it was configured.
+    ui = "off"
+    if conf.get("spark.ui.enabled", "true") == "true" and conf.get("spark.ui.port", None):
+        ui = "http://%s:%s" % (conf.get("spark.driver.host", "localhost"), conf.get("spark.ui.port"))
+    say("application", "%s is running; Spark UI %s" % (conf.get("spark.app.id", "unknown"), ui))
+    return spark
+
+
+def set_up_warm_session(spark, setup, workdir):
+    """Gives the session what spark-submit gives a cold run: the job's SQL settings, and its
+    modules and files as session artifacts, which the server's Python workers find in their
+    working directory (SparkFiles' root), as a cold run's workers find --py-files and --files."""
+    conf = spark.conf
+    for key, value in setup["sql_conf"].items():
+        try:
+            conf.set(key, value)
+        except Exception as exc:
+            if _condition(exc) not in ("CANNOT_MODIFY_STATIC_CONFIG", "CANNOT_MODIFY_CONFIG"):
+                raise
+            current = _effective(conf, key)
+            if current != value:
+                raise WarmUnavailable("the Spark setting %s=%s is fixed when Spark starts, and the warm "
+                                      "server has %r" % (key, value, current)) from exc
+    for kind in ("pyfile", "file"):
+        paths = [os.path.join(workdir, a["path"]) for a in setup["artifacts"] if a["kind"] == kind]
+        if paths:
+            spark.addArtifacts(*paths, pyfile=kind == "pyfile", file=kind == "file")
+
+
+def _effective(conf, key):
+    """The value ``key`` has in the session, its default included; None when it has none.
+    (``conf.get(key, None)`` would give None for a default: only a set value is returned.)"""
+    try:
+        return conf.get(key)
+    except Exception:
+        return None
+
+
+class WarmUnavailable(Exception):
+    """The job needs what a warm (Spark Connect) run does not have; the message says what."""
+
+
+def _condition(exc):
+    get = getattr(exc, "getCondition", None)
+    try:
+        return get() if get else None
+    except Exception:
+        return None
+
+
+def lacks_connect(exc):
+    """Whether ``exc`` (or what it was raised from) says Spark Connect lacks an API."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, WarmUnavailable) or _condition(exc) in CONNECT_LACKS:
+            return True
+        if type(exc).__name__ == "PySparkNotImplementedError":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class CancelOnSigterm:
+    """A warm run's SIGTERM (cancel, timeout): the session's operations on the Connect server
+    are interrupted, then the process dies by SIGTERM.
+
+    A Python signal handler runs on the main thread between bytecodes, and the main thread may
+    be blocked in a gRPC call for as long as a query runs; so SIGTERM is blocked in every thread
+    and a helper thread waits for it with sigwait.
+    """
+
+    def __init__(self):
+        self.session = None
+        self.terminating = threading.Event()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit it
+        threading.Thread(target=self._wait, name="sparkrunner-sigterm", daemon=True).start()
+
+    def _wait(self):
+        signal.sigwait({signal.SIGTERM})
+        self.terminating.set()
+        if self.session is not None:
+            # In its own thread: a server that does not answer must not keep the process alive.
+            interrupting = threading.Thread(target=self._interrupt, daemon=True)
+            interrupting.start()
+            interrupting.join(INTERRUPT_WAIT_SECONDS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # the default action: the process ends
+
+    def _interrupt(self):
+        try:
+            self.session.interruptAll()
+        except Exception as exc:
+            say("warning", "interrupting the session's operations failed: %s" % (exc,), sys.stderr)
+
+    def hold_if_terminating(self):
+        """Once SIGTERM has come, the process ends by it, not by returning an exit status."""
+        if self.terminating.is_set():
+            threading.Event().wait()
 
 
 def report_when_spark_starts():
@@ -169,11 +303,20 @@ def save_result(text, directory):
 def fail(what, exc):
     """Prints the traceback for the log, then one clear line saying what failed."""
     traceback.print_exc()
-    message = str(exc).strip().splitlines()
+    # A Spark Connect error may carry the server's stack trace after its message, and a worker's
+    # error its SQLSTATE on a line of its own.
+    message = [line for line in str(exc).split("\n\nJVM stacktrace:")[0].strip().splitlines()
+               if not re.match(r"\s*SQLSTATE: \w+$", line)]
     if type(exc).__name__ == "PythonException":
         message = message[-1:]  # the error raised on a Python worker, e.g. "ValueError: ..."
-    say("error", "%s raised %s%s" % (what, type(exc).__name__, ": " + message[0] if message else ""),
-        sys.stderr)
+    lacking = is_warm() and lacks_connect(exc)
+    if lacking and message:
+        # pyspark goes on to advise a session without Spark Connect: the job document chooses that.
+        message = [message[0].split(". ")[0].rstrip(".")]
+    line = "%s raised %s%s" % (what, type(exc).__name__, ": " + message[0] if message else "")
+    if lacking:
+        line += "; this is not available on a warm (Spark Connect) run: " + RESUBMIT_COLD
+    say("error", line, sys.stderr)
     return EXIT_MODEL_FAILED
 
 
@@ -205,7 +348,36 @@ def main():
 
     if getattr(job, "script", None):
         return run_script(job.script, workdir)
-    spark = start_spark()
+    if not is_warm():
+        return run_job(job, start_spark(), workdir)
+    cancel = CancelOnSigterm()
+    try:
+        return run_warm(job, cancel, workdir)
+    finally:
+        cancel.hold_if_terminating()
+
+
+def run_warm(job, cancel, workdir):
+    """Runs the job in the Spark Connect session SPARK_REMOTE names, set up as a cold run's."""
+    setup = job.warm_session
+    if setup["cold_only"]:
+        say("error", "this job cannot run warm (Spark Connect): %s; %s"
+                     % ("; ".join(setup["cold_only"]), RESUBMIT_COLD), sys.stderr)
+        return EXIT_MODEL_FAILED
+    try:
+        spark = start_warm_spark(cancel)
+    except BaseException as exc:
+        return fail("starting the Spark Connect session", exc)
+    try:
+        set_up_warm_session(spark, setup, workdir)
+    except BaseException as exc:
+        spark.stop()
+        return fail("setting up the Spark Connect session", exc)
+    return run_job(job, spark, workdir)
+
+
+def run_job(job, spark, workdir):
+    """Calls the job's functions in ``spark``'s application and saves the result; stops Spark."""
     try:
         try:
             # The scoring path loads the model on the Python workers only.

@@ -11,8 +11,14 @@ on a cluster), so ``open("model.pkl", "rb")`` finds a model attachment or a FILE
 reuses Python workers (``spark.python.worker.reuse``), so later batches and tasks find the model
 ready.
 
+The same code runs on a cold run (spark-submit, a classic SparkSession) and on a warm one (a Spark
+Connect session, which has no SparkContext): model attachments reach the workers by
+``SparkContext.addFile`` when cold and as session artifacts when warm (the driver adds those),
+and the counts of the result come from one ``Observation`` of the scored frame on both, not from
+accumulators, which Spark Connect does not have.
+
 Like the driver it depends only on the standard library, pyspark, pandas and pyarrow: it runs on
-the Spark driver and on every worker, shipped with ``--py-files``.
+the Spark driver and on every worker, shipped with ``--py-files`` (a session artifact when warm).
 """
 
 import functools
@@ -22,6 +28,7 @@ import os
 import pickle
 import sys
 import types
+import uuid
 
 import pandas as pd
 
@@ -32,6 +39,10 @@ SAMPLE_ROWS = 100
 # Extra columns of the combined frame when checking is on; a rejected row has a reason.
 REASON = "sparkrunner_reject_reason"
 REJECTED_RECORD = "sparkrunner_rejected_record"
+# Extra columns of the combined frame, set only in the one tally row each batch ends with: how
+# many records the batch read and handed to the model. The tally rows are never written.
+READ = "sparkrunner_records_read"
+SCORED = "sparkrunner_records_scored"
 COUNTERS = ("recordsRead", "recordsScored", "recordsRejected", "rowsWritten")
 
 # Per Python worker process: model key -> the score function, after its module's init ran.
@@ -52,22 +63,64 @@ def run(spark, plan, model):
     ``plan`` is the job metadata's ``scoring_plan``; ``model`` holds the primary source's
     ``source`` and ``filename``, the ``function`` and ``init`` names and a ``key`` unique to the job.
     """
-    sc = spark.sparkContext
-    for url in plan["attachments"]:
-        sc.addFile(url)  # fetched into each worker's working directory, as ModelOp promises
+    ship_attachments(spark, plan)
     job = {"plan": plan, "model": dict(model, key=_model_key(model))}
     inputs = read_inputs(spark, plan)
     scores_schema = output_schema(spark, inputs, job)
-    counters = {name: sc.accumulator(0) for name in COUNTERS}
     checking = plan["check_input"] or plan["check_output"]
-    schema = _with_reject_columns(scores_schema) if checking else scores_schema
+    schema = _with_tally_columns(_with_reject_columns(scores_schema) if checking else scores_schema)
     columns = [field.name for field in schema.fields]
-    combined = inputs.mapInPandas(functools.partial(score_batches, job, counters, columns), schema)
+    combined = inputs.mapInPandas(functools.partial(score_batches, job, columns), schema)
+    combined, observation = _observed(combined, checking)
+    score_columns = [f.name for f in scores_schema.fields]
     if not checking:
-        write(combined, plan["output"])
+        write(_records(combined).select(*score_columns), plan["output"])
     else:
-        _write_scores_and_rejects(combined, plan, [f.name for f in scores_schema.fields])
-    return {name: counters[name].value for name in COUNTERS}
+        _write_scores_and_rejects(combined, plan, score_columns)
+    counts = observation.get
+    return {name: counts[name] for name in COUNTERS}
+
+
+def ship_attachments(spark, plan):
+    """Makes the model attachments reach the Python workers' directory of shipped files: on a
+    cold run with ``SparkContext.addFile`` (which also fetches hdfs and http URLs); a warm run
+    (Spark Connect: no SparkContext) has them already, added by the driver as session artifacts."""
+    if _is_connect(spark):
+        return
+    for url in plan["attachments"]:
+        spark.sparkContext.addFile(url)  # fetched into each worker's working directory, as ModelOp promises
+
+
+def _is_connect(spark):
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _observed(combined, checking):
+    """(``combined`` observed, the Observation holding the four counts once it has been written).
+
+    Observed metrics are computed by the tasks that compute ``combined`` and sent back with the
+    query's result: one pass, on a classic session and on Spark Connect alike.
+    """
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    tally = F.col(READ).isNotNull()
+    rejected = F.col(REASON).isNotNull() if checking else F.lit(False)
+    observation = Observation("sparkrunner_counts_" + uuid.uuid4().hex)
+    observed = combined.observe(
+        observation,
+        F.coalesce(F.sum(READ), F.lit(0)).alias("recordsRead"),
+        F.coalesce(F.sum(SCORED), F.lit(0)).alias("recordsScored"),
+        F.count(F.when(~tally & rejected, 1)).alias("recordsRejected"),
+        F.count(F.when(~tally & ~rejected, 1)).alias("rowsWritten"))
+    return observed, observation
+
+
+def _records(combined):
+    """``combined`` without its tally rows."""
+    from pyspark.sql import functions as F
+
+    return combined.where(F.col(READ).isNull())
 
 
 def _model_key(model):
@@ -82,9 +135,10 @@ def _write_scores_and_rejects(combined, plan, score_columns):
     # Two outputs from one pass: keep it, so the model scores each record once.
     combined = combined.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        write(combined.where(F.col(REASON).isNull()).select(*score_columns), plan["output"])
+        records = _records(combined)
+        write(records.where(F.col(REASON).isNull()).select(*score_columns), plan["output"])
         id_column = [plan["id_field"]] if plan["id_field"] else []
-        rejected = combined.where(F.col(REASON).isNotNull()).select(
+        rejected = records.where(F.col(REASON).isNotNull()).select(
             *id_column, F.col(REJECTED_RECORD).alias("record"), F.col(REASON).alias("reason"))
         write(rejected, plan["rejected"])
     finally:
@@ -173,6 +227,12 @@ def _input_type(inputs, plan, name):
                        % (name, ", ".join(inputs.columns)))
 
 
+def _with_tally_columns(schema):
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    return StructType(list(schema.fields) + [StructField(READ, LongType()), StructField(SCORED, LongType())])
+
+
 def _with_reject_columns(schema):
     from pyspark.sql.types import StringType, StructField, StructType
 
@@ -208,17 +268,23 @@ def _load_and_init(model):
     return getattr(module, model["function"])
 
 
-def score_batches(job, counters, columns, batches):
-    """mapInPandas function: the scores of each batch (and its rejected records), as ``columns``."""
+def score_batches(job, columns, batches):
+    """mapInPandas function: the scores of each batch (and its rejected records), as ``columns``,
+    then a tally row saying how many records the batch read and handed to the model."""
     fn = model_function(job["model"])
     for batch in batches:
         scored = score_batch(fn, batch, job["plan"])
-        counters["recordsRead"].add(len(batch))
-        counters["recordsScored"].add(scored.scored)
-        counters["recordsRejected"].add(len(scored.rejected))
-        counters["rowsWritten"].add(len(scored.outputs))
         rows = pd.concat([scored.outputs, scored.rejected]) if len(scored.rejected) else scored.outputs
-        yield rows.reindex(columns=columns)  # columns the schema lacks are dropped, missing ones null
+        if len(rows):
+            yield rows.reindex(columns=columns)  # columns the schema lacks are dropped, missing ones null
+        yield _tally_row(columns, len(batch), scored.scored)
+
+
+def _tally_row(columns, read, scored):
+    # None, not NaN, in the other columns: NaN would not convert to a string column.
+    row = pd.DataFrame({name: pd.Series([None], dtype=object) for name in columns})
+    row[READ], row[SCORED] = read, scored
+    return row
 
 
 def sample_scores(job, batches):
