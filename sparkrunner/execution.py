@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 from .errors import FieldError
 from .jobspec import JobSpec, SourceFile
-from .policy import ResolvedSettings
+from .policy import ResolvedSettings, local_path
 
 MODE_FIELD = "executionMode"
 #: Names whose use means the JVM-backed API: an attribute (``spark.sparkContext``, ``df.rdd``)
@@ -99,8 +99,12 @@ def cold_reason(spec: Any, settings: ResolvedSettings, asked: str, master: str) 
     if needs_jvm:
         return (f"its settings {', '.join(needs_jvm)} need a JVM of their own "
                 f"(a warm session takes only {SESSION_SETTING_PREFIX}* settings)")
-    if spec.scoring is not None:
-        return None  # sparkrunner's scoring path runs on both
+    if spec.scoring is not None:  # sparkrunner's scoring path runs on both
+        for url in spec.scoring.attachments:
+            if local_path(url) is None:  # artifacts are uploaded from the job's process
+                return (f"the model attachment {url!r} is not a local file, and a warm run ships "
+                        "only local files to the Python workers")
+        return None
     for source in (spec.primary, *spec.modules):
         found = jvm_api_use(source)
         if found:

@@ -359,6 +359,17 @@ def url_problem(url: str, policy: PolicySettings, data_dir: Path | None, local: 
     return _host_problem(parsed.hostname)
 
 
+def local_path(url: str) -> str | None:
+    """The local path a fileUrl names (a plain path, or a ``file:`` URL, %-escapes decoded as
+    Spark decodes them), or None for another scheme."""
+    parsed = urllib.parse.urlsplit(url)
+    if len(parsed.scheme) <= 1:  # no scheme, or a Windows drive
+        return url
+    if parsed.scheme.lower() == "file" and parsed.netloc in ("", "localhost"):
+        return urllib.parse.unquote(parsed.path)
+    return None
+
+
 def _local_problem(path: str, policy: PolicySettings, data_dir: Path | None) -> str | None:
     roots = ", ".join(policy.local_roots) or "none are configured"
     if not policy.local_roots:

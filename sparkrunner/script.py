@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from .config import LimitSettings
 from .errors import FieldError, JobInvalid
-from .policy import Location
+from .policy import Location, local_path
 from .workdir import filename_problem
 
 SCRIPT_JOB_TYPE = "SPARK_SCRIPT_JOB"
@@ -213,17 +213,6 @@ def options_of(doc: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], 
 def locations_of(doc: Mapping[str, Any]) -> list[Location]:
     """Every location the job names (``file``, ``pyFiles``, ``files``, ``archives``)."""
     return [Location(where, url) for where, url in _locations(doc)]
-
-
-def local_path(url: str) -> str | None:
-    """The path of a local file (a plain path or a ``file:`` URL), None for another scheme."""
-    parsed = urllib.parse.urlsplit(url)
-    scheme = parsed.scheme.lower()
-    if scheme == "" or len(scheme) == 1:
-        return url
-    if scheme == "file":
-        return urllib.parse.unquote(parsed.path)
-    return None
 
 
 def _absolute(url: str) -> str:

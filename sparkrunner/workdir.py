@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Mapping
 
 from .errors import WorkdirError
+from .policy import local_path
 
 if TYPE_CHECKING:
     from .jobspec import JobSpec
@@ -126,17 +127,6 @@ def warm_session(spec: JobSpec, spark_conf: Mapping[str, str]) -> dict:
             artifacts.append({"path": path, "kind": "file"})
     sql_conf = {key: spark_conf[key] for key in sorted(spark_conf) if key.startswith("spark.sql.")}
     return {"sql_conf": sql_conf, "artifacts": artifacts, "cold_only": cold_only}
-
-
-def local_path(url: str) -> str | None:
-    """The local path a fileUrl names (a plain path, or a ``file:`` URL, %-escapes decoded as
-    Spark decodes them), or None for another scheme."""
-    parsed = urllib.parse.urlsplit(url)
-    if len(parsed.scheme) <= 1:  # no scheme, or a Windows drive
-        return url
-    if parsed.scheme.lower() == "file" and parsed.netloc in ("", "localhost"):
-        return urllib.parse.unquote(parsed.path)
-    return None
 
 
 def metadata_source(spec: JobSpec, job_id: str, spark_conf: Mapping[str, str] | None = None) -> str:

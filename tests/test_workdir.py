@@ -9,7 +9,8 @@ import pytest
 from conftest import admitted, make_job
 from sparkrunner.errors import WorkdirError
 from sparkrunner.jobspec import validate
-from sparkrunner.workdir import local_path, render, warm_session, write_file
+from sparkrunner.policy import local_path
+from sparkrunner.workdir import render, warm_session, write_file
 
 
 def literals(path) -> dict:
