@@ -97,8 +97,8 @@ def three_list_job(roots: Path, name: str, **fields) -> dict:
     source.mkdir(exist_ok=True)
     out = roots / f"{name}-out.csv"
     return make_job(THREE_LISTS, job_type="MODEL_BATCH_TEST_JOB",
-                    inputData=[data_asset("people", str(people(source)))],
-                    outputData=[data_asset("ages", str(out))],
+                    inputData=[data_asset(str(people(source)))],
+                    outputData=[data_asset(str(out))],
                     targetEngine={"sparkConf": {"spark.sql.ansi.enabled": "false"}}, **fields)
 
 

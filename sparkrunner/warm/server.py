@@ -142,7 +142,10 @@ class WarmServer:
             if accepts(self.port):
                 answer = self._ask({"warmup": True, "env": self.session_env()})
                 self.ready_at = time.monotonic()
-                self.server.clean_up()  # its properties (perhaps the cluster's secret) are read
+                # Its properties (perhaps the cluster's secret) are read by now. Only them: its
+                # /tmp holds the JVM's scratch space, and removing that directory would even
+                # unmount the local roots bound beneath it in the sandbox.
+                (self.directory / PROPERTIES_FILENAME).unlink(missing_ok=True)
                 log.info("The warm server for %r is ready after %.1f s (first query %.1f s).",
                          self.owner, self.ready_at - (self.started_at or self.ready_at), answer["warmup"])
                 break
