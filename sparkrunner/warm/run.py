@@ -4,13 +4,15 @@
 ours: the fork server starts the job's supervisor, which writes the same ``supervisor.json`` and
 ``exit.json`` as a cold run's. Following, timeouts, cancel (SIGTERM to the supervisor's process
 group; the job interrupts its Connect session) and re-attaching after a restart are the same.
-Only the end differs: a job whose server died meanwhile ends ERROR saying so.
+Only the end differs: a job whose server dies is ended (its Connect client would retry for
+minutes) and ends ERROR saying the server died.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 from .. import proc
@@ -18,6 +20,10 @@ from ..launcher import Outcome, SparkSubmit, _REPORT
 from ..states import JobStatus
 from ..workdir import DIR_MODE, EXIT_FILENAME, LOG_FILENAME, SCRATCH_DIRNAME, SUPERVISOR_FILENAME
 from .server import WarmServer
+
+
+#: How often a running warm job looks at its server.
+SERVER_CHECK_SECONDS = 1.0
 
 
 class WarmRun(SparkSubmit):
@@ -29,6 +35,7 @@ class WarmRun(SparkSubmit):
         self.server = server
         self.job_id = job_id
         self._release = release
+        self._server_checked = 0.0
 
     def start(self) -> int:
         scratch = self.cwd / SCRATCH_DIRNAME
@@ -43,6 +50,15 @@ class WarmRun(SparkSubmit):
         started = proc.start_time(self.pid)
         self.start_time = None if started is None else str(started)
         return self.pid
+
+    def is_running(self) -> bool:
+        running = super().is_running()
+        now = time.monotonic()
+        if running and now - self._server_checked > SERVER_CHECK_SECONDS:
+            self._server_checked = now
+            if not self.server.alive():
+                self.terminate()
+        return running
 
     def release(self) -> None:
         """Gives the server back (once): the run ended, or will not start."""
