@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -163,35 +162,6 @@ def standalone_cluster(tmp_path_factory):
                       master_port=master_port, webui_port=webui_port, worker_webui_port=0, timeout=180)
     yield info
     cluster.down(cluster_dir)  # nothing to do when the test of down has run
-
-
-@dataclass(frozen=True)
-class ExampleRun:
-    """The Titanic example's jobs run by `sparkrunner run`: job files, working directories and
-    the command's stderr, by role (train, score, metrics)."""
-
-    jobs: dict[str, Path]
-    workdirs: dict[str, Path]
-    stderr: dict[str, str]
-
-
-@pytest.fixture(scope="session")
-def titanic_run(tmp_path_factory) -> ExampleRun:
-    """The Titanic example (PySpark ML: train, score, metrics) run once with `sparkrunner run`,
-    for every test that reads what it wrote."""
-    sys.path.insert(0, str(REPO / "jobs"))
-    from build_examples import build
-
-    base = tmp_path_factory.mktemp("titanic")
-    jobs = build(base / "example")
-    workdirs, stderr = {}, {}
-    for role, job in jobs.items():
-        workdirs[role] = base / "runs" / role
-        done = subprocess.run([SPARKRUNNER, "run", "-q", "--workdir", str(workdirs[role]), str(job)],
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr + (workdirs[role] / "driver.log").read_text()[-3000:]
-        stderr[role] = done.stderr
-    return ExampleRun(jobs, workdirs, stderr)
 
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))

@@ -1,5 +1,5 @@
-"""The examples end to end with `sparkrunner run`: the Titanic PySpark model (run once for the
-session, conftest's ``titanic_run``) and the scikit-learn model, trained then scored two ways.
+"""The examples end to end with `sparkrunner run`: the Titanic PySpark model and the scikit-learn
+model, trained then scored two ways. Both run once for the module, side by side (``examples``).
 
 The Titanic jobs run through the service in tests/test_airflow.py (from Airflow) and on the
 standalone cluster in tests/test_distributed.py.
@@ -11,6 +11,8 @@ import csv
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ import pytest
 from conftest import REPO, SPARKRUNNER
 
 sys.path.insert(0, str(REPO / "jobs"))
-from build_examples import build_sklearn  # noqa: E402
+from build_examples import build, build_sklearn  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +35,58 @@ def read_scores(directory: Path) -> list[dict]:
 
 def output_dir(job: Path, index: int = 0) -> Path:
     return Path(json.loads(job.read_text())["outputData"][index]["fileUrl"].removeprefix("file://"))
+
+
+@dataclass(frozen=True)
+class ExampleRun:
+    """An example's jobs run by `sparkrunner run`: job files, working directories, the command's
+    stderr and the job's result, by role (train, score, metrics; or train, score-records,
+    score-frames)."""
+
+    jobs: dict[str, Path]
+    workdirs: dict[str, Path]
+    stderr: dict[str, str]
+    results: dict[str, dict]
+
+
+def run_in_stages(jobs: dict[str, Path], stages: list[list[str]], runs: Path) -> ExampleRun:
+    """Runs the jobs with `sparkrunner run`, stage after stage; the jobs of a stage together."""
+    runs.mkdir(parents=True)
+    workdirs, stderr, results = {}, {}, {}
+    for stage in stages:
+        started = {}
+        for role in stage:
+            workdirs[role] = runs / role
+            with open(runs / f"{role}.stderr", "wb") as err:
+                started[role] = subprocess.Popen([SPARKRUNNER, "run", "-q", "--workdir", str(workdirs[role]),
+                                                  str(jobs[role])], stdout=subprocess.DEVNULL, stderr=err)
+        for role, process in started.items():
+            code = process.wait(timeout=600)
+            stderr[role] = (runs / f"{role}.stderr").read_text()
+            assert code == 0, stderr[role] + (workdirs[role] / "driver.log").read_text()[-3000:]
+            results[role] = json.loads((workdirs[role] / "result.json").read_text())
+    return ExampleRun(jobs, workdirs, stderr, results)
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory) -> dict[str, ExampleRun]:
+    """Both examples, run once for the module's tests to read what they wrote: the Titanic jobs
+    (PySpark ML) one after another, and beside them the scikit-learn jobs, trained, then scored
+    both ways at once (the two forms read the same pickle and write apart). Each example's jobs
+    need the one before; the two examples do not, and two Spark jobs on two cores overlap better
+    than they follow each other."""
+    titanic, sklearn = tmp_path_factory.mktemp("titanic"), tmp_path_factory.mktemp("sklearn")
+    with ThreadPoolExecutor(2) as pool:
+        runs = {"titanic": pool.submit(run_in_stages, build(titanic / "example"),
+                                       [["train"], ["score"], ["metrics"]], titanic / "runs"),
+                "sklearn": pool.submit(run_in_stages, build_sklearn(sklearn / "example"),
+                                       [["train"], ["score-records", "score-frames"]], sklearn / "runs")}
+        return {name: run.result() for name, run in runs.items()}
+
+
+@pytest.fixture
+def titanic_run(examples) -> ExampleRun:
+    return examples["titanic"]
 
 
 def check_outputs(jobs: dict[str, Path], metrics: dict) -> None:
@@ -98,27 +152,8 @@ def check_sklearn_scores(jobs: dict[str, Path], results: dict[str, dict]) -> Non
     assert accuracy > 0.75
 
 
-def run_together(jobs: dict[str, Path], runs: Path) -> dict[str, dict]:
-    """Runs the jobs with `sparkrunner run`, all at once; returns each one's result."""
-    started = {}
-    for role, job in jobs.items():
-        with open(runs / f"{role}.stderr", "wb") as err:
-            started[role] = subprocess.Popen([SPARKRUNNER, "run", "-q", "--workdir", str(runs / role), str(job)],
-                                             stdout=subprocess.DEVNULL, stderr=err)
-    results = {}
-    for role, process in started.items():
-        code = process.wait(timeout=600)
-        assert code == 0, (runs / f"{role}.stderr").read_text() + (runs / role / "driver.log").read_text()[-3000:]
-        results[role] = json.loads((runs / role / "result.json").read_text())
-    return results
-
-
-def test_a_scikit_learn_model_trained_then_scored_by_record_and_by_dataframe(tmp_path):
-    jobs = build_sklearn(tmp_path / "example")
-    (tmp_path / "runs").mkdir()
-    results = run_together({"train": jobs["train"]}, tmp_path / "runs")
+def test_a_scikit_learn_model_trained_then_scored_by_record_and_by_dataframe(examples):
+    jobs, results = examples["sklearn"].jobs, examples["sklearn"].results
     assert results["train"]["trainingRows"] == 800
     assert output_dir(jobs["train"]).is_file()  # the pickle: the training job's output
-    # The two forms of scoring read the same pickle and write apart: they run at once.
-    results.update(run_together({role: jobs[role] for role in ("score-records", "score-frames")}, tmp_path / "runs"))
     check_sklearn_scores(jobs, results)
