@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,31 +245,58 @@ def connect_server(tmp_path_factory):
 
 @dataclass(frozen=True)
 class ExampleRun:
-    """The Titanic example's jobs run by `sparkrunner run`: job files, working directories and
-    the command's stderr, by role (train, score, metrics)."""
+    """An example's jobs run by `sparkrunner run`: job files, working directories, the command's
+    stderr and the job's result, by role (train, score, metrics; or train, score-records,
+    score-frames)."""
 
     jobs: dict[str, Path]
     workdirs: dict[str, Path]
     stderr: dict[str, str]
+    results: dict[str, dict]
+
+
+def run_in_stages(jobs: dict[str, Path], stages: list[list[str]], runs: Path) -> ExampleRun:
+    """Runs the jobs with `sparkrunner run`, stage after stage; the jobs of a stage together."""
+    runs.mkdir(parents=True)
+    workdirs, stderr, results = {}, {}, {}
+    for stage in stages:
+        started = {}
+        for role in stage:
+            workdirs[role] = runs / role
+            with open(runs / f"{role}.stderr", "wb") as err:
+                started[role] = subprocess.Popen([SPARKRUNNER, "run", "-q", "--workdir", str(workdirs[role]),
+                                                  str(jobs[role])], stdout=subprocess.DEVNULL, stderr=err)
+        for role, process in started.items():
+            code = process.wait(timeout=600)
+            stderr[role] = (runs / f"{role}.stderr").read_text()
+            assert code == 0, stderr[role] + (workdirs[role] / "driver.log").read_text()[-3000:]
+            results[role] = json.loads((workdirs[role] / "result.json").read_text())
+    return ExampleRun(jobs, workdirs, stderr, results)
 
 
 @pytest.fixture(scope="session")
-def titanic_run(tmp_path_factory) -> ExampleRun:
-    """The Titanic example (PySpark ML: train, score, metrics) run once with `sparkrunner run`,
-    for every test that reads what it wrote."""
+def examples(tmp_path_factory) -> dict[str, ExampleRun]:
+    """Both examples, run once for the session's tests to read what they wrote (test_examples.py,
+    and test_warm.py compares warm runs with them): the Titanic jobs
+    (PySpark ML) one after another, and beside them the scikit-learn jobs, trained, then scored
+    both ways at once (the two forms read the same pickle and write apart). Each example's jobs
+    need the one before; the two examples do not, and two Spark jobs on two cores overlap better
+    than they follow each other."""
     sys.path.insert(0, str(REPO / "jobs"))
-    from build_examples import build
+    from build_examples import build, build_sklearn
 
-    base = tmp_path_factory.mktemp("titanic")
-    jobs = build(base / "example")
-    workdirs, stderr = {}, {}
-    for role, job in jobs.items():
-        workdirs[role] = base / "runs" / role
-        done = subprocess.run([SPARKRUNNER, "run", "-q", "--workdir", str(workdirs[role]), str(job)],
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr + (workdirs[role] / "driver.log").read_text()[-3000:]
-        stderr[role] = done.stderr
-    return ExampleRun(jobs, workdirs, stderr)
+    titanic, sklearn = tmp_path_factory.mktemp("titanic"), tmp_path_factory.mktemp("sklearn")
+    with ThreadPoolExecutor(2) as pool:
+        runs = {"titanic": pool.submit(run_in_stages, build(titanic / "example"),
+                                       [["train"], ["score"], ["metrics"]], titanic / "runs"),
+                "sklearn": pool.submit(run_in_stages, build_sklearn(sklearn / "example"),
+                                       [["train"], ["score-records", "score-frames"]], sklearn / "runs")}
+        return {name: run.result() for name, run in runs.items()}
+
+
+@pytest.fixture(scope="session")
+def titanic_run(examples) -> ExampleRun:
+    return examples["titanic"]
 
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))

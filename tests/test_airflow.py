@@ -1,12 +1,13 @@
 """sparkrunner from a real Airflow 3: `airflow dags test` against a live `sparkrunner serve`.
 
-Each test gets an AIRFLOW_HOME of its own, with a copy of one SQLite metadata database migrated
-once for the session (conftest's ``migrated_airflow_db``), and asserts on what Airflow recorded
-(task states, tries, XComs) and on what the service did (its jobs, their states, documents and
-logs). Airflow only talks to the service, so the service runs its jobs with the stand-in
-spark-submit (tests/support/spark_submit_standin.py), except in the retry test, where a real Spark
-job outlives the service's crash. The Titanic jobs run on real Spark in tests/test_examples.py and,
-through the service, in tests/test_distributed.py.
+Each DAG run gets an AIRFLOW_HOME of its own, with a copy of one SQLite metadata database migrated
+once for the session (conftest's ``migrated_airflow_db``); the Titanic and failures DAGs run at the
+same time (``dag_runs``). Each test asserts on what Airflow recorded (task states, tries, XComs) and
+on what the service did (its jobs, their states, documents and logs). Airflow only talks to the
+service, so the service runs its jobs with the stand-in spark-submit
+(tests/support/spark_submit_standin.py), except in the retry test, where a real Spark job outlives
+the service's crash. The Titanic jobs run on real Spark in tests/test_examples.py and, through the
+service, in tests/test_distributed.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -99,11 +101,6 @@ def service(tmp_path_factory, standin_spark_home):
     svc.stop()
 
 
-@pytest.fixture
-def migrated_db(migrated_airflow_db) -> Path:
-    return migrated_airflow_db
-
-
 class Airflow:
     """An AIRFLOW_HOME whose DAGs run with `airflow dags test` against one sparkrunner service."""
 
@@ -171,15 +168,66 @@ def with_standin(job: Path, **told) -> dict:
     return doc
 
 
-def test_the_titanic_dag_trains_scores_and_evaluates(service, migrated_db, tmp_path):
+@dataclass
+class Ran:
+    """One ended `airflow dags test` run: its Airflow home, exit code and output, and what the
+    run was given (``given``)."""
+
+    airflow: Airflow
+    returncode: int = -1
+    log: str = ""
+    given: dict = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def dag_runs(service, migrated_airflow_db, tmp_path_factory) -> dict[str, Ran]:
+    """The Titanic DAG and the failures DAG, run at the same time against the module's service.
+    `airflow dags test` runs one task after another, mostly waiting on its jobs, so two runs
+    overlap well; each has an Airflow home of its own. Both have ended when a test reads them."""
+    runs = {"titanic_sparkrunner": titanic_dag(tmp_path_factory.mktemp("titanic-dag"), service, migrated_airflow_db),
+            "sparkrunner_failures": failures_dag(tmp_path_factory.mktemp("failures-dag"), service,
+                                                 migrated_airflow_db)}
+    for dag_id, ran in runs.items():
+        ran.airflow.start(dag_id)
+    try:
+        for ran in runs.values():
+            ran.returncode, ran.log = ran.airflow.finish()
+    finally:
+        for ran in runs.values():
+            if ran.airflow.process.poll() is None:
+                ran.airflow.process.kill()
+                ran.airflow.process.wait()
+    return runs
+
+
+def titanic_dag(tmp_path: Path, service: Service, migrated_db: Path) -> Ran:
+    """The example DAG, over the example's jobs told to run under the stand-in."""
     jobs = build(tmp_path / "example")
     sent = {role: with_standin(job, start_seconds=1, seconds=1, lines=1200, result=TITANIC_RESULTS[role])
             for role, job in jobs.items()}
     airflow = Airflow(tmp_path / "airflow", migrated_db, service,
                       SPARKRUNNER_EXAMPLES_DIR=str(tmp_path / "example"))
     airflow.add("titanic_dag.py", (REPO / "jobs" / "dags" / "titanic_dag.py").read_text())
+    return Ran(airflow, given={"jobs": jobs, "sent": sent})
 
-    returncode, log = airflow.dags_test("titanic_sparkrunner")
+
+def failures_dag(tmp_path: Path, service: Service, migrated_db: Path) -> Ran:
+    """FAILURES_DAG: a job failing in model code, and a job outliving its task's execution_timeout,
+    deferred and polling."""
+    out = tmp_path / "out"
+    failing = standin_job(exit=1, error="score function 'score' raised ValueError: no rows", source=FAILING_SOURCE,
+                          outputData=[{"assetType": "EXTERNAL_FILE", "name": "out", "filename": "out",
+                                       "fileUrl": out.as_uri() + "/{{ ds }}", "fileFormat": "CSV"}])
+    airflow = Airflow(tmp_path / "airflow", migrated_db, service)
+    airflow.add("failures_dag.py", FAILURES_DAG.format(failing_job=failing))
+    airflow.add("sleeps.json", json.dumps(standin_job(seconds=300)))
+    return Ran(airflow, given={"out": out})
+
+
+def test_the_titanic_dag_trains_scores_and_evaluates(service, dag_runs):
+    ran = dag_runs["titanic_sparkrunner"]
+    airflow, returncode, log = ran.airflow, ran.returncode, ran.log
+    jobs, sent = ran.given["jobs"], ran.given["sent"]
 
     assert returncode == 0, log[-5000:]
     assert airflow.tasks("titanic_sparkrunner") == {
@@ -203,15 +251,9 @@ def test_the_titanic_dag_trains_scores_and_evaluates(service, migrated_db, tmp_p
     assert "Deferring: job" in log  # the example waits in the triggerer
 
 
-def test_failures_fail_the_task_and_a_timed_out_task_cancels_its_job(service, migrated_db, tmp_path):
-    failing = standin_job(exit=1, error="score function 'score' raised ValueError: no rows", source=FAILING_SOURCE,
-                          outputData=[{"assetType": "EXTERNAL_FILE", "name": "out", "filename": "out",
-                                       "fileUrl": (tmp_path / "out").as_uri() + "/{{ ds }}", "fileFormat": "CSV"}])
-    airflow = Airflow(tmp_path / "airflow", migrated_db, service)
-    airflow.add("failures_dag.py", FAILURES_DAG.format(failing_job=failing))
-    airflow.add("sleeps.json", json.dumps(standin_job(seconds=300)))
-
-    returncode, log = airflow.dags_test("sparkrunner_failures")
+def test_failures_fail_the_task_and_a_timed_out_task_cancels_its_job(service, dag_runs):
+    ran = dag_runs["sparkrunner_failures"]
+    airflow, returncode, log, out = ran.airflow, ran.returncode, ran.log, ran.given["out"]
 
     assert returncode != 0 and "DagRun failed" in log
     assert airflow.tasks("sparkrunner_failures") == {
@@ -224,7 +266,7 @@ def test_failures_fail_the_task_and_a_timed_out_task_cancels_its_job(service, mi
     assert f"sparkrunner job {failed['id']} ended ERROR: {failed['reason']}" in log
     # The job's URL was templated; its model code, with braces of its own, was not.
     sent = json.loads((service.data_dir / "jobs" / failed["id"] / "job.json").read_text())
-    assert sent["outputData"][0]["fileUrl"] == (tmp_path / "out").as_uri() + f"/{LOGICAL_DATE}"
+    assert sent["outputData"][0]["fileUrl"] == out.as_uri() + f"/{LOGICAL_DATE}"
     assert sent["model"]["storedModel"]["modelAssets"][0]["sourceCode"] == FAILING_SOURCE
     assert "{{ kept }}" in (service.data_dir / "jobs" / failed["id"] / "model.py").read_text()
 
@@ -240,10 +282,10 @@ def test_failures_fail_the_task_and_a_timed_out_task_cancels_its_job(service, mi
     assert service.get("/jobs", params={"jobStatus": ["CREATED", "WAITING", "RUNNING"]}).json()["total"] == 0
 
 
-def test_a_retry_reconnects_to_the_job_of_the_failed_try(migrated_db, tmp_path):
+def test_a_retry_reconnects_to_the_job_of_the_failed_try(migrated_airflow_db, tmp_path):
     """With a real Spark job: it outlives the service's crash, and the retried task finds it."""
     service = Service(tmp_path / "data", max_jobs=1).start()
-    airflow = Airflow(tmp_path / "airflow", migrated_db, service)
+    airflow = Airflow(tmp_path / "airflow", migrated_airflow_db, service)
     airflow.add("retry_dag.py", RETRY_DAG)
     airflow.add("sleeps.json", json.dumps(sleepy_job(20)))
     try:

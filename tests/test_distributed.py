@@ -91,7 +91,9 @@ policy:
   # pytest's temporary root: the tests keep their data beside this module's directory.
   local_roots: [{base.parent}]
 service:
-  max_concurrent_jobs: 1
+  # Two: the scikit-learn model's two scoring jobs are submitted together. The second
+  # application waits at the master for the first one's cores, its driver started meanwhile.
+  max_concurrent_jobs: 2
 """)
     service = Service(base / "data", config=config).start()
     yield info, hdfs, service
@@ -154,10 +156,12 @@ def test_a_scikit_learn_model_scores_by_record_and_by_dataframe_on_the_cluster(s
     model = load_source(train["model"]["storedModel"]["modelAssets"][0])
     model.train(train["inputData"], train["outputData"], [])  # the pickle, without a third Spark job
     assert output_dir(jobs["train"]).is_file()
+    # Both forms read the same pickle and write apart: they are submitted together.
+    submitted = {role: service.submit(json.loads(jobs[role].read_text()))["id"]
+                 for role in ("score-records", "score-frames")}
     results = {}
-    for role in ("score-records", "score-frames"):
-        job = service.submit(json.loads(jobs[role].read_text()))
-        job = service.wait_for(job["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=400)
+    for role, job_id in submitted.items():
+        job = service.wait_for(job_id, {"COMPLETE", "ERROR", "CANCELLED"}, timeout=600)
         assert job["jobStatus"] == "COMPLETE", job
         assert job["sparkApplicationId"].startswith("app-")
         results[role] = job["result"]

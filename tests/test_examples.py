@@ -1,5 +1,5 @@
-"""The examples end to end with `sparkrunner run`: the Titanic PySpark model (run once for the
-session, conftest's ``titanic_run``) and the scikit-learn model, trained then scored two ways.
+"""The examples end to end with `sparkrunner run`: the Titanic PySpark model and the scikit-learn
+model, trained then scored two ways. Both run once for the module, side by side (``examples``).
 
 The Titanic jobs run through the service in tests/test_airflow.py (from Airflow) and on the
 standalone cluster in tests/test_distributed.py.
@@ -9,16 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SPARKRUNNER
-
-sys.path.insert(0, str(REPO / "jobs"))
-from build_examples import build_sklearn  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -98,27 +92,8 @@ def check_sklearn_scores(jobs: dict[str, Path], results: dict[str, dict]) -> Non
     assert accuracy > 0.75
 
 
-def run_together(jobs: dict[str, Path], runs: Path) -> dict[str, dict]:
-    """Runs the jobs with `sparkrunner run`, all at once; returns each one's result."""
-    started = {}
-    for role, job in jobs.items():
-        with open(runs / f"{role}.stderr", "wb") as err:
-            started[role] = subprocess.Popen([SPARKRUNNER, "run", "-q", "--workdir", str(runs / role), str(job)],
-                                             stdout=subprocess.DEVNULL, stderr=err)
-    results = {}
-    for role, process in started.items():
-        code = process.wait(timeout=600)
-        assert code == 0, (runs / f"{role}.stderr").read_text() + (runs / role / "driver.log").read_text()[-3000:]
-        results[role] = json.loads((runs / role / "result.json").read_text())
-    return results
-
-
-def test_a_scikit_learn_model_trained_then_scored_by_record_and_by_dataframe(tmp_path):
-    jobs = build_sklearn(tmp_path / "example")
-    (tmp_path / "runs").mkdir()
-    results = run_together({"train": jobs["train"]}, tmp_path / "runs")
+def test_a_scikit_learn_model_trained_then_scored_by_record_and_by_dataframe(examples):
+    jobs, results = examples["sklearn"].jobs, examples["sklearn"].results
     assert results["train"]["trainingRows"] == 800
     assert output_dir(jobs["train"]).is_file()  # the pickle: the training job's output
-    # The two forms of scoring read the same pickle and write apart: they run at once.
-    results.update(run_together({role: jobs[role] for role in ("score-records", "score-frames")}, tmp_path / "runs"))
     check_sklearn_scores(jobs, results)

@@ -109,12 +109,13 @@ def service(tmp_path_factory):
     svc.stop()
 
 
-@pytest.fixture
-def scripts(tmp_path):
+@pytest.fixture(scope="module")
+def scripts(tmp_path_factory):
     """The scripts, written where the service accepts local files (under policy.local_roots)."""
+    directory = tmp_path_factory.mktemp("scripts")
     paths = {}
     for name, text in {"pi": PI, "raises": RAISES, "exits": EXITS, "sleeps": SLEEPS}.items():
-        paths[name] = tmp_path / f"{name}.py"
+        paths[name] = directory / f"{name}.py"
         paths[name].write_text(text)
     return {name: str(path) for name, path in paths.items()}
 
@@ -122,6 +123,28 @@ def scripts(tmp_path):
 def livy_airflow(tmp_path, migrated_airflow_db, service: Service) -> Airflow:
     connection = json.dumps({"conn_type": "livy", "host": "127.0.0.1", "port": service.port})
     return Airflow(tmp_path / "airflow", migrated_airflow_db, service, AIRFLOW_CONN_SPARKRUNNER_LIVY=connection)
+
+
+@pytest.fixture(scope="module")
+def dag_runs(service, migrated_airflow_db, scripts, tmp_path_factory) -> dict[str, tuple[Airflow, int, str]]:
+    """The success and failures DAGs, run at the same time against the module's service:
+    {dag_id: (airflow, returncode, log)}. `airflow dags test` runs one task after another, mostly
+    waiting on its batches, so two runs overlap well; each has an Airflow home of its own. Both
+    have ended when a test reads them."""
+    dags = {"livy_success": SUCCESS_DAG.format(pi=scripts["pi"]), "livy_failures": FAILURES_DAG.format(**scripts)}
+    started = {}
+    for dag_id, text in dags.items():
+        airflow = livy_airflow(tmp_path_factory.mktemp(dag_id), migrated_airflow_db, service)
+        airflow.add(f"{dag_id}.py", text)
+        airflow.start(dag_id)
+        started[dag_id] = airflow
+    try:
+        return {dag_id: (airflow, *airflow.finish()) for dag_id, airflow in started.items()}
+    finally:
+        for airflow in started.values():
+            if airflow.process.poll() is None:
+                airflow.process.kill()
+                airflow.process.wait()
 
 
 def xcom(airflow: Airflow, dag_id: str, task_id: str, key: str = "return_value"):
@@ -138,11 +161,8 @@ def batches_by_name(service: Service) -> dict[str, dict]:
     return {batch["name"]: batch for batch in listed["sessions"]}
 
 
-def test_livy_operator_runs_scripts_polling_and_deferred(service, migrated_airflow_db, scripts, tmp_path):
-    airflow = livy_airflow(tmp_path, migrated_airflow_db, service)
-    airflow.add("livy_success.py", SUCCESS_DAG.format(pi=scripts["pi"]))
-
-    returncode, log = airflow.dags_test("livy_success")
+def test_livy_operator_runs_scripts_polling_and_deferred(service, dag_runs):
+    airflow, returncode, log = dag_runs["livy_success"]
 
     assert returncode == 0, log[-5000:]
     assert airflow.tasks("livy_success") == {"pi": ("success", 1), "pi_deferred": ("success", 1)}
@@ -166,12 +186,8 @@ def test_livy_operator_runs_scripts_polling_and_deferred(service, migrated_airfl
     assert "Deferring" in log or "deferred" in log.lower()
 
 
-def test_livy_operator_fails_with_the_script_and_deletes_a_timed_out_batch(service, migrated_airflow_db, scripts,
-                                                                           tmp_path):
-    airflow = livy_airflow(tmp_path, migrated_airflow_db, service)
-    airflow.add("livy_failures.py", FAILURES_DAG.format(**scripts))
-
-    returncode, log = airflow.dags_test("livy_failures")
+def test_livy_operator_fails_with_the_script_and_deletes_a_timed_out_batch(service, dag_runs):
+    airflow, returncode, log = dag_runs["livy_failures"]
 
     assert returncode != 0
     assert airflow.tasks("livy_failures") == {
@@ -195,6 +211,7 @@ def test_livy_operator_fails_with_the_script_and_deletes_a_timed_out_batch(servi
 def test_the_livy_package_creates_waits_reads_the_log_and_kills(service, scripts):
     batch = LivyBatch.create(service.url, file=scripts["pi"], args=["2"], name="pi-livy",
                              driver_memory="512m", spark_conf={"spark.ui.enabled": "false"})
+    failing = LivyBatch.create(service.url, file=scripts["raises"])  # the service runs both at once
 
     assert batch.wait() is SessionState.SUCCESS
     lines = batch.log()  # the last 100 lines
@@ -202,7 +219,6 @@ def test_the_livy_package_creates_waits_reads_the_log_and_kills(service, scripts
     first = batch.log(from_=0, size=1)
     assert first[0].startswith("sparkrunner: command: ")
 
-    failing = LivyBatch.create(service.url, file=scripts["raises"])
     assert failing.wait() is SessionState.DEAD
     assert any("ValueError: expected 4 rows, found 3" in line for line in failing.log(size=200))
 

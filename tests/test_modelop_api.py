@@ -275,19 +275,32 @@ def test_a_job_is_followed_to_its_end_in_modelops_fields(tmp_path, spark_home):
 
 @pytest.fixture(scope="module")
 def real_service(tmp_path_factory):
-    service = Service(tmp_path_factory.mktemp("modelop") / "data", max_jobs=1).start()
+    service = Service(tmp_path_factory.mktemp("modelop") / "data", max_jobs=2).start()
     yield service
     service.stop()
 
 
+@pytest.fixture(scope="module")
+def real_jobs(real_service, tmp_path_factory) -> dict[str, tuple[dict, str, Path]]:
+    """Both real-shaped documents, each with a directory of its own, posted together as ModelOp
+    posts them: {kind: (document, job id, directory)}. The service runs them side by side (two
+    JVMs on two cores overlap better than they follow); each test polls its own."""
+    posted = {}
+    for kind, document in (("spark", modelop.spark_job), ("python", modelop.python_job)):
+        directory = tmp_path_factory.mktemp(f"modelop-{kind}")
+        doc = document(directory)
+        response = requests.post(f"{real_service.url}{JOBS}", json=doc)  # no header but JSON's type
+        response.raise_for_status()
+        posted[kind] = (doc, response.json()["id"], directory)
+    return posted
+
+
 @pytest.mark.e2e
-def test_a_real_shaped_spark_job_runs_unchanged_through_modelops_path(real_service, tmp_path):
-    doc = modelop.spark_job(tmp_path)
-    response = requests.post(f"{real_service.url}{JOBS}", json=doc)  # no header but JSON's type
-    response.raise_for_status()
-    job = poll(real_service.url, response.json()["id"], timeout=240)
+def test_a_real_shaped_spark_job_runs_unchanged_through_modelops_path(real_service, real_jobs):
+    doc, job_id, directory = real_jobs["spark"]
+    job = poll(real_service.url, job_id, timeout=240)
     assert job["jobStatus"] == "COMPLETE", job
-    check_spark_job_ran(job["result"], tmp_path)
+    check_spark_job_ran(job["result"], directory)
     assert job["sparkApplicationId"].startswith("local-")
     times = [job["jobWaitTime"], job["jobRunTime"], job["jobEndTime"]]
     assert all(type(t) is int for t in times) and times == sorted(times)
@@ -297,15 +310,14 @@ def test_a_real_shaped_spark_job_runs_unchanged_through_modelops_path(real_servi
 
 
 @pytest.mark.e2e
-def test_a_real_shaped_python_model_runs_unchanged_through_modelops_path(real_service, tmp_path):
-    response = requests.post(f"{real_service.url}{JOBS}", json=modelop.python_job(tmp_path))
-    response.raise_for_status()
-    job = poll(real_service.url, response.json()["id"], timeout=240)
+def test_a_real_shaped_python_model_runs_unchanged_through_modelops_path(real_service, real_jobs):
+    _, job_id, directory = real_jobs["python"]
+    job = poll(real_service.url, job_id, timeout=240)
     assert job["jobStatus"] == "COMPLETE", job
     # 0.5 * Fare / Pclass for the four good rows; the fifth's Fare is 'cheap'.
-    scores = sorted(read_json_lines(tmp_path / "scores"), key=lambda r: r["PassengerId"])
+    scores = sorted(read_json_lines(directory / "scores"), key=lambda r: r["PassengerId"])
     assert [(r["PassengerId"], round(r["score"], 3)) for r in scores] == [
         (1, 1.208), (2, 35.642), (3, 1.321), (4, 26.55)]
-    [rejected] = read_json_lines(tmp_path / "rejected")
+    [rejected] = read_json_lines(directory / "rejected")
     assert "Fare" in json.dumps(rejected) and "cheap" in json.dumps(rejected)
     assert job["model"]["storedModel"]["modelMetaData"]["inputSchema"][0]["schemaDefinition"] == modelop.EXTENDED_INPUT

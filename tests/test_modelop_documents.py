@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import requests
@@ -139,26 +140,42 @@ def check_spark_job_ran(result: dict, tmp_path) -> None:
         (1, "false"), (2, "true"), (3, "false"), (4, "true"), (5, "false")]
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Both real-shaped documents run with `sparkrunner run -q`, each in a directory of its own,
+    started together (two JVMs on two cores overlap better than they follow):
+    {kind: (the command's outcome, directory)}."""
+    started = {}
+    for kind, document in (("spark", modelop.spark_job), ("python", modelop.python_job)):
+        directory = tmp_path_factory.mktemp(f"run-{kind}")
+        path = write_job(directory / "job.json", document(directory))
+        with open(directory / "stdout", "wb") as out, open(directory / "stderr", "wb") as err:
+            started[kind] = (subprocess.Popen([SPARKRUNNER, "run", "-q", str(path), "--workdir", str(directory / "wd")],
+                                              stdout=out, stderr=err), directory)
+    done = {}
+    for kind, (process, directory) in started.items():
+        returncode = process.wait(timeout=600)
+        done[kind] = (subprocess.CompletedProcess(process.args, returncode, (directory / "stdout").read_text(),
+                                                  (directory / "stderr").read_text()), directory)
+    return done
+
+
 @pytest.mark.e2e
-def test_a_real_shaped_spark_job_runs_unchanged_with_sparkrunner_run(tmp_path):
-    path = write_job(tmp_path / "job.json", modelop.spark_job(tmp_path))
-    workdir = tmp_path / "wd"
-    done = subprocess.run([SPARKRUNNER, "run", "-q", str(path), "--workdir", str(workdir)],
-                          capture_output=True, text=True)
+def test_a_real_shaped_spark_job_runs_unchanged_with_sparkrunner_run(runs):
+    done, directory = runs["spark"]
+    workdir = directory / "wd"
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"sparkrunner: warning: {MASTER_WARNING}" in done.stderr
     first = (workdir / "driver.log").read_text().splitlines()[0]
     assert first == f"sparkrunner: warning: {MASTER_WARNING}"
-    check_spark_job_ran(json.loads((workdir / "result.json").read_text()), tmp_path)
+    check_spark_job_ran(json.loads((workdir / "result.json").read_text()), directory)
 
 
 @pytest.mark.e2e
-def test_a_real_shaped_python_model_runs_unchanged_with_sparkrunner_run(tmp_path):
-    path = write_job(tmp_path / "job.json", modelop.python_job(tmp_path))
-    done = subprocess.run([SPARKRUNNER, "run", "-q", str(path), "--workdir", str(tmp_path / "wd")],
-                          capture_output=True, text=True)
+def test_a_real_shaped_python_model_runs_unchanged_with_sparkrunner_run(runs):
+    done, directory = runs["python"]
     assert done.returncode == 0, done.stdout + done.stderr
-    check_python_job_ran(tmp_path)
+    check_python_job_ran(directory)
 
 
 @pytest.mark.e2e
