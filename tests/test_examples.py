@@ -1,5 +1,5 @@
 """The examples end to end with `sparkrunner run`: the Titanic PySpark model and the scikit-learn
-model, trained then scored two ways. Both run once for the module, side by side (``examples``).
+model, trained then scored two ways. Both run once per session, side by side (conftest's ``examples``).
 
 The Titanic jobs run through the service in tests/test_airflow.py (from Airflow) and on the
 standalone cluster in tests/test_distributed.py.
