@@ -95,8 +95,11 @@ def test_validate_and_render(tmp_path, job_file):
     job = job_file(kitchen_sink_job(tmp_path))
     done = run(["validate", str(job)])
     assert done.returncode == 0
-    assert done.stdout.strip() == ("ok: MODEL_BATCH_JOB job 'test-model' calls score function action(), "
-                                   "init load() in my-model.py; 1 input(s), 1 output(s), 1 attachment(s)")
+    assert done.stdout.strip().splitlines() == [
+        "ok: MODEL_BATCH_JOB job 'test-model' calls score function action(), "
+        "init load() in my-model.py; 1 input(s), 1 output(s), 1 attachment(s)",
+        "execution: cold: its settings spark.driver.memory need a JVM of their own (a warm session "
+        "takes only spark.sql.* settings)"]
     done = run(["render", str(job), "--workdir", str(tmp_path / "wd")])
     assert done.returncode == 0, done.stderr
     assert sorted(os.listdir(tmp_path / "wd")) == ["helpers.py", "job.json", "my-model.py", "sparkrunner_driver.py",

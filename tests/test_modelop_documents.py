@@ -101,7 +101,9 @@ def test_validate_prints_the_warning_and_accepts(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [f"sparkrunner: warning: {MASTER_WARNING}"]
     assert done.stdout == ("ok: MODEL_BATCH_JOB job 'titanic-spark' calls score function action(), init begin() "
-                           "in titanic_spark.py; 1 input(s), 1 output(s), 2 attachment(s)\n")
+                           "in titanic_spark.py; 1 input(s), 1 output(s), 2 attachment(s)\n"
+                           "execution: cold: titanic_spark.py line 23 uses '.sparkContext', which Spark "
+                           "Connect does not offer\n")
 
 
 def test_a_real_shaped_python_model_plans_its_checks_from_the_extended_schemas(tmp_path):

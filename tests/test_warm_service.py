@@ -261,3 +261,38 @@ def test_each_user_has_a_server_of_their_own_and_a_worn_server_is_replaced(tmp_p
         assert ports[3] not in (ports[0], ports[2])  # ann's server ran its 2 jobs: a new one
     finally:
         service.stop()
+
+
+def test_run_warm_reuses_one_local_server_across_invocations_until_stop_warm(tmp_path):
+    from conftest import SPARKRUNNER
+    import subprocess
+
+    discovery = tmp_path / "discovery" / "connect-local.json"  # not the developer's own server
+    discovery.parent.mkdir(mode=0o700)
+    env = {**os.environ, "SPARK_LOCAL_CONNECT_DISCOVERY": str(discovery)}
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(make_job(THREE_LISTS.replace(
+        'df = spark.read.option("header", True).csv(inputs[0]["fileUrl"])',
+        'df = spark.createDataFrame([("ada", "36"), ("alan", "41")], "name string, age string")').replace(
+        '    with open(outputs[0]["fileUrl"], "w", newline="") as f:\n'
+        '        csv.writer(f).writerows([[r["name"], r["next_age"]] for r in rows])\n', ''),
+        job_type="MODEL_BATCH_TEST_JOB")))
+    server_pids = []
+    try:
+        for n in range(2):
+            done = subprocess.run([SPARKRUNNER, "run", "--warm", "-q", "--workdir", str(tmp_path / f"run{n}"), str(job)],
+                                  env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr + (tmp_path / f"run{n}" / "driver.log").read_text()[-3000:]
+            assert f"in {tmp_path / f'run{n}'}, warm" in done.stderr
+            assert json.loads((tmp_path / f"run{n}" / "result.json").read_text()) == {"rows": 2, "ansi": "true"}
+            server_pids.append(json.loads(discovery.read_text())["pid"])
+        assert server_pids[0] == server_pids[1]  # the second run found the first one's server
+        os.kill(server_pids[0], 0)  # and it is still there
+        stopped = subprocess.run([SPARKRUNNER, "stop-warm"], env=env, capture_output=True, text=True, timeout=60)
+        assert stopped.stdout.strip() == "sparkrunner: stopped the warm Spark Connect server"
+        deadline = time.monotonic() + 60
+        while os.path.exists(f"/proc/{server_pids[0]}"):
+            assert time.monotonic() < deadline, "the local warm server outlived stop-warm"
+            time.sleep(0.1)
+    finally:
+        subprocess.run([SPARKRUNNER, "stop-warm"], env=env, capture_output=True, timeout=60)

@@ -78,7 +78,7 @@ def cmd_schema(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    job = load_job(args.job, settings_from(args))
+    job = load_job(args.job, settings_from(args), warm=True)
     spec = job.spec
     _print_warnings(job)
     from ..script import ScriptSpec
@@ -92,6 +92,9 @@ def cmd_validate(args) -> int:
     path = f", on each {spec.scoring.form} on the Python workers" if spec.scoring else ""
     print(f"ok: {spec.job_type} job {spec.name!r} calls {spec.role.value} function "
           f"{spec.function}(){init} in {spec.primary.filename}{path}; {counts}")
+    execution = job.execution
+    print(f"execution: {'warm where warm jobs run (the service, run --warm)' if execution.warm else 'cold'}"
+          f": {execution.reason}")
     return EXIT_OK
 
 
