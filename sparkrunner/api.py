@@ -76,6 +76,9 @@ def job_view(record: JobRecord, service: JobService | None = None) -> dict[str, 
     if service is not None:
         view["logTail"] = service.log_tail(record)
         view["result"] = service.result(record)
+        progress = service.progress(record)
+        if progress is not None:  # absent when unknown
+            view["progress"] = {**progress.as_dict(), "updated": iso_time(progress.updated)}
         view["links"] = {"self": f"/jobs/{record.id}", "log": f"/jobs/{record.id}/log",
                          "cancel": f"/jobs/{record.id}/cancel"}
     return view
