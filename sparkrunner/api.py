@@ -227,6 +227,10 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
     from .modelop_api import router as modelop_router
 
     app.include_router(modelop_router)
+    # The dashboard (imported here: it builds on the service).
+    from .ui import Sessions, ui_router
+
+    app.include_router(ui_router(Sessions(tokens)))
     app.include_router(livy_router(settings.service.livy_prefix))
 
     @app.get("/metrics", summary="Prometheus metrics: jobs by type and state, latencies, API requests",
