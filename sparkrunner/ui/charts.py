@@ -14,7 +14,7 @@ INK, FAINT, TEXT = "#2563eb", "#cbd5e1", "#1e293b"
 
 
 def _num(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+    return f"{value:.3g}" if value != int(value) else str(int(value))
 
 
 def roc_curve(points: Sequence[tuple[float, float]], auc: float | None = None, element_id: str = "roc-curve") -> Markup:
@@ -86,7 +86,7 @@ def bar_chart(items: Sequence[tuple[str, float]], title: str, element_id: str) -
         y = 28 + k * row
         length = bar_width * abs(value) / most
         bars.append(f'<text x="{label_width - 6}" y="{y + 14}" font-size="11" text-anchor="end">{escape(str(label))}</text>'
-                    f'<rect class="bar" x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{row - 6}" fill="{INK}"/>'
+                    f'<rect class="bar-rect" x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{row - 6}" fill="{INK}"/>'
                     f'<text x="{label_width + length + 4:.1f}" y="{y + 14}" font-size="11">{_num(value)}</text>')
     width, height = label_width + bar_width + 60, 36 + len(items) * row
     return Markup(
