@@ -18,7 +18,8 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -27,6 +28,7 @@ from .auth import CSRF_HEADER, OPEN_PATHS, Guard, Tokens
 from .config import Settings
 from .errors import JobInvalid, JobNotFound, JobNotStored, StoreError
 from .jobspec import JOB_TYPES, parse_document, schema
+from .metrics import Metrics, RequestMetrics
 from .script import SCRIPT_JOB_TYPE
 from .service import JobService
 from .states import ACTIVE_STATES, JobStatus
@@ -76,6 +78,9 @@ def job_view(record: JobRecord, service: JobService | None = None) -> dict[str, 
     if service is not None:
         view["logTail"] = service.log_tail(record)
         view["result"] = service.result(record)
+        progress = service.progress(record)
+        if progress is not None:  # absent when unknown
+            view["progress"] = {**progress.as_dict(), "updated": iso_time(progress.updated)}
         view["links"] = {"self": f"/jobs/{record.id}", "log": f"/jobs/{record.id}/log",
                          "cancel": f"/jobs/{record.id}/cancel"}
     return view
@@ -152,6 +157,8 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
     app.state.service = service
     app.add_middleware(Guard, tokens=tokens, max_request_bytes=settings.service.max_request_bytes,
                        msg_paths=(livy_base,))
+    metrics = Metrics(lambda: app.state.service.store)
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=lambda: app.router.routes)  # outermost
 
     @app.exception_handler(JobNotFound)
     async def not_found(request: Request, exc: JobNotFound):
@@ -220,7 +227,16 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
     from .modelop_api import router as modelop_router
 
     app.include_router(modelop_router)
+    # The dashboard (imported here: it builds on the service).
+    from .ui import Sessions, ui_router
+
+    app.include_router(ui_router(Sessions(tokens)))
     app.include_router(livy_router(settings.service.livy_prefix))
+
+    @app.get("/metrics", summary="Prometheus metrics: jobs by type and state, latencies, API requests",
+             response_class=PlainTextResponse)
+    def prometheus_metrics():
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", summary="Liveness")
     def healthz():

@@ -145,16 +145,20 @@ class Client:
         return self._call("GET", "/healthz").json()
 
     def wait(self, job_id: str, poll_seconds: float = 1.0, on_line: Callable[[str], None] | None = None,
-             timeout: float | None = None, max_failed_polls: int = 5) -> dict:
+             timeout: float | None = None, max_failed_polls: int = 5,
+             on_job: Callable[[dict], None] | None = None) -> dict:
         """Follows a job until it ends and returns its last view; with ``on_line``, every new
-        line of its log is passed there as it appears. Up to ``max_failed_polls`` transient
-        failures in a row (the service restarting) are waited out."""
+        line of its log is passed there as it appears, with ``on_job`` every view of the job
+        (its state and progress). Up to ``max_failed_polls`` transient failures in a row (the
+        service restarting) are waited out."""
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = self.log_cursor(job_id)
         tolerance = Tolerance(max_failed_polls)
         while True:
             try:
                 job = self.get(job_id)
+                if on_job is not None:
+                    on_job(job)
                 if on_line is not None:
                     for line in cursor.read():
                         on_line(line)

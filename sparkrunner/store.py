@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     warnings         TEXT NOT NULL DEFAULT '[]',
     execution_mode   TEXT NOT NULL DEFAULT 'cold',
     execution_reason TEXT,
+    session_id       TEXT,
     UNIQUE (owner, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
@@ -84,6 +85,8 @@ class JobRecord:
     #: server free runs cold, and then this says so.
     execution_mode: str = "cold"
     execution_reason: str | None = None
+    #: A warm job's Spark Connect session: its Spark jobs carry it in their tags (progress.py).
+    session_id: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "JobRecord":
@@ -100,7 +103,14 @@ _UPDATABLE = frozenset(_COLUMNS) - {"seq", "id", "owner", "idempotency_key", "jo
                                     "status", "reason", "document", "created", "warnings"}
 #: Columns added since the first release, with their definitions: added to older stores on open.
 _ADDED_COLUMNS = {"warnings": "TEXT NOT NULL DEFAULT '[]'",
-                  "execution_mode": "TEXT NOT NULL DEFAULT 'cold'", "execution_reason": "TEXT"}
+                  "execution_mode": "TEXT NOT NULL DEFAULT 'cold'", "execution_reason": "TEXT",
+                  "session_id": "TEXT"}
+
+
+#: Durations :meth:`JobStore.histogram` measures, as SQL over a job's times: from submit to the
+#: application running (spark-submit's start when it never reported one), and from start to end.
+DURATIONS = {"start_latency": "COALESCE(running, started) - created",
+             "execution_time": "ended - started"}
 
 
 class JobStore:
@@ -227,6 +237,30 @@ class JobStore:
             rows = db.execute(f"SELECT * FROM jobs{clause} ORDER BY seq {order} LIMIT ? OFFSET ?",
                                     [*args, limit, offset]).fetchall()
         return [JobRecord.from_row(r) for r in rows], total
+
+    def counts(self) -> dict[tuple[str, JobStatus], int]:
+        """How many jobs there are of each (job type, state)."""
+        with self._reading() as db:
+            rows = db.execute("SELECT job_type, status, COUNT(*) FROM jobs GROUP BY job_type, status").fetchall()
+        return {(row[0], JobStatus(row[1])): row[2] for row in rows}
+
+    def histogram(self, seconds: str, buckets: Iterable[float], status: Iterable[JobStatus] | None = None
+                  ) -> dict[str, tuple[list[int], int, float]]:
+        """By job type: (cumulative counts at or under each bucket, count, sum) of ``seconds``,
+        one of :data:`DURATIONS` (jobs for which it is known; with ``status``, in those states)."""
+        expression = DURATIONS[seconds]
+        bounds = list(buckets)
+        where, args = [f"({expression}) IS NOT NULL"], []
+        if status is not None:
+            values = [JobStatus(s).value for s in status]
+            where.append(f"status IN ({','.join('?' * len(values))})")
+            args += values
+        under = ", ".join(f"SUM(CASE WHEN ({expression}) <= ? THEN 1 ELSE 0 END)" for _ in bounds)
+        query = (f"SELECT job_type, COUNT(*), TOTAL({expression}){', ' + under if bounds else ''} FROM jobs"
+                 f" WHERE {' AND '.join(where)} GROUP BY job_type")
+        with self._reading() as db:
+            rows = db.execute(query, [*bounds, *args]).fetchall()
+        return {row[0]: ([int(c) for c in row[3:]], row[1], float(row[2])) for row in rows}
 
     def unfinished(self) -> list[JobRecord]:
         """Jobs not yet in a terminal state, oldest first."""

@@ -18,7 +18,7 @@ from sparkrunner.cli.main import missing_package
 def test_the_service_packages_are_dependencies_and_the_old_extra_still_installs():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     names = {re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0].lower() for requirement in project["dependencies"]}
-    assert {"fastapi", "uvicorn"} <= names
+    assert {"fastapi", "uvicorn", "prometheus-client", "jinja2", "rich"} <= names
     assert project["optional-dependencies"]["service"] == []  # `pip install 'sparkrunner[service]'` works
 
 
@@ -44,3 +44,13 @@ def test_the_airflow_classes_without_airflow_name_the_extra(monkeypatch):
     from sparkrunner.airflow import get_provider_info  # the provider's description needs no Airflow
 
     assert get_provider_info()["package-name"] == "sparkrunner"
+
+
+def test_the_dashboards_templates_are_package_data():
+    """`pip install` ships what the dashboard renders: every template matches package-data."""
+    from fnmatch import fnmatch
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["sparkrunner"]
+    templates = [p.relative_to(REPO / "sparkrunner").as_posix() for p in (REPO / "sparkrunner" / "ui" / "templates").iterdir()]
+    assert templates and all(any(fnmatch(t, pattern) for pattern in patterns) for t in templates)
+    assert missing_package("prometheus_client.parser") == "prometheus-client"

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .common import add_command, read_input, settings_from
+from .progressbar import DriverProgress, ProgressView
 from .exits import EXIT_FAILED, EXIT_OK
 
 
@@ -157,9 +158,13 @@ def cmd_run(args) -> int:
     stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, lambda *_: submit.cancel()) for sig in stop_signals}
     try:
-        submit.start()
-        outcome = submit.wait(timeout=args.timeout or spec.timeout_seconds,
-                              echo=None if args.quiet else _Echo(sys.stdout))
+        # The bar (on a terminal) is drawn on stderr; the echoed log goes to stdout, above it.
+        with ProgressView() as view, DriverProgress(view) as progress:
+            echo = None if args.quiet else _Echo(sys.stdout)  # stdout as the bar leaves it
+            submit.start()
+            outcome = submit.wait(timeout=args.timeout or spec.timeout_seconds, echo=echo,
+                                  on_line=progress.on_line)
+            view.update(outcome.status.value, None)
     finally:
         if submit.is_running():  # we are leaving abnormally: never leave spark-submit behind
             submit.cancel()

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: Packages whose import name is not the name to install.
-_PACKAGE_OF_MODULE = {"yaml": "pyyaml"}
+_PACKAGE_OF_MODULE = {"yaml": "pyyaml", "prometheus_client": "prometheus-client"}
 
 
 def missing_package(module: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import FieldError, JobInvalid, RequestRefused, UsageError
 from .common import add_command, read_input
+from .progressbar import ProgressView
 from .exits import EXIT_FAILED, EXIT_OK
 
 
@@ -27,6 +28,8 @@ def add_commands(commands) -> None:
     sub.add_argument("--idempotency-key", help="submitting again with this key returns the first job")
     sub = client_command("status", cmd_status, "show a job")
     sub.add_argument("id")
+    sub.add_argument("-f", "--follow", action="store_true",
+                     help="draw the job's progress until it ends, then show it; exit 0 if it completes, 1 otherwise")
     sub = client_command("logs", cmd_logs, "print a job's driver log")
     sub.add_argument("id")
     sub.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
@@ -71,14 +74,21 @@ def cmd_submit(args) -> int:
     print(job["id"], flush=True)
     if not args.wait:
         return EXIT_OK
-    job = client.wait(job["id"], on_line=print)
+    with ProgressView() as view:
+        job = client.wait(job["id"], on_line=print, on_job=view.job)
     print(f"sparkrunner: {job['jobStatus']}: {job['reason']}", file=sys.stderr)
     return _ended(job)
 
 
 def cmd_status(args) -> int:
-    _print_json(_client(args).get(args.id))
-    return EXIT_OK
+    client = _client(args)
+    if not args.follow:
+        _print_json(client.get(args.id))
+        return EXIT_OK
+    with ProgressView() as view:
+        job = client.wait(args.id, on_job=view.job)
+    _print_json(job)
+    return _ended(job)
 
 
 def cmd_logs(args) -> int:

@@ -120,7 +120,6 @@ def supervise(request, config):
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)  # the job gets them; this one records what follows
-    workdir = request["workdir"]
     log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)

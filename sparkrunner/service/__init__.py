@@ -6,7 +6,8 @@
   (:mod:`sparkrunner.store`), before a job is acknowledged;
 - :mod:`.runner`: slots, launch, follow, finish and cancel;
 - :mod:`.reconcile`: on start, whatever the last run of the service left unfinished;
-- :mod:`.reader`: a job's files (log pages, log tail, result).
+- :mod:`.reader`: a job's files (log pages, log tail, result);
+- :mod:`.tracker`: running jobs' progress, read from their Spark UIs.
 
 It also holds the data directory's lock: two services there would run every job twice.
 """
@@ -25,6 +26,7 @@ from ..command import child_env
 from ..config import Settings
 from ..errors import DataDirInUse
 from ..launcher import Launcher
+from ..progress import Progress
 from ..sandbox import choose
 from ..states import JobStatus
 from ..store import JobRecord, JobStore
@@ -33,6 +35,7 @@ from ..warm import make_pool
 from .reader import JobFiles
 from .reconcile import reconcile
 from .runner import Runner
+from .tracker import ProgressTracker
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class JobService:
             self.runner = Runner(self.store, Launcher(settings, sandbox), self.jobs_dir,
                                  settings.service.max_concurrent_jobs, self._admit_stored,
                                  self.warm, settings.warm.max_concurrent_jobs)
+            self.tracker = ProgressTracker(self.store)
         except BaseException:
             self._lock_file.close()
             raise
@@ -87,12 +91,14 @@ class JobService:
             one_user = "" if self.settings.warm.prestart and not self.settings.service.tokens else None
             self.warm.start(prestart_owner=one_user)
         self.runner.start()
+        self.tracker.start()
         return self
 
     def close(self) -> None:
         """Stops running jobs from the queue. Running spark-submits go on; the next start
         re-attaches them."""
         self.runner.stop()
+        self.tracker.stop()
         if self.warm is not None:
             self.warm.close()
         self.store.close()
@@ -151,6 +157,10 @@ class JobService:
     def result(self, record: JobRecord):
         """The job's result.json, parsed; None when it has none."""
         return self.files.result(record)
+
+    def progress(self, record: JobRecord) -> Progress | None:
+        """The job's latest progress, read from its Spark UI; None when unknown."""
+        return self.tracker.get(record.id)
 
     def log_tail(self, record: JobRecord, lines: int = 20) -> list[str]:
         """The last lines of the job's log, read from the end of the file only."""

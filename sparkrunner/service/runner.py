@@ -261,8 +261,11 @@ class Runner:
                 self.wake()
                 return None
             self._runs[job_id] = run
+            # A warm job's progress is read from its server's UI, told by its session's tag.
+            seen = ({"session_id": run.session_id, "ui_url": run.server.ui_url}
+                    if isinstance(run, WarmRun) else {})
             try:
-                return self.store.update(job_id, pid=pid, pid_start=run.start_time)
+                return self.store.update(job_id, pid=pid, pid_start=run.start_time, **seen)
             except Exception:  # it runs: follow it; after a restart, supervisor.json names it
                 log.exception("Job %s: saving the pid of its spark-submit failed.", job_id)
                 return waiting
@@ -274,8 +277,9 @@ class Runner:
         def on_line(watcher: LogWatcher, line: str) -> None:
             if watcher.application and line.startswith("sparkrunner: application: "):
                 try:
+                    # A warm job's driver has no UI of its own: its server's, saved at start, stays.
                     self.store.move(job_id, JobStatus.RUNNING, running=time.time(),
-                                    app_id=watcher.application, ui_url=watcher.ui_url)
+                                    app_id=watcher.application, ui_url=watcher.ui_url or record.ui_url)
                 except IllegalMove:
                     pass  # already ended (or re-reading the log of a job that ran on)
 

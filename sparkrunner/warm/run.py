@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 
 from .. import proc
@@ -36,6 +37,8 @@ class WarmRun(SparkSubmit):
         self.job_id = job_id
         self._release = release
         self._server_checked = 0.0
+        #: Its Spark Connect session: the server's Spark jobs for it carry it in their tags.
+        self.session_id = str(uuid.uuid4())
 
     def start(self) -> int:
         scratch = self.cwd / SCRATCH_DIRNAME
@@ -46,7 +49,7 @@ class WarmRun(SparkSubmit):
                       f"(127.0.0.1:{self.server.port}, its job {self.server.jobs_started + 1})\n".encode())
         files = {"log": self.log_path, "exit": self.exit_file,
                  "supervisor": self.exit_file.with_name(SUPERVISOR_FILENAME)}
-        self.pid = self.server.fork(self.job_id, self.cwd, files, scratch)
+        self.pid = self.server.fork(self.job_id, self.cwd, files, scratch, self.session_id)
         started = proc.start_time(self.pid)
         self.start_time = None if started is None else str(started)
         return self.pid

@@ -83,6 +83,8 @@ class WarmServer:
         self.ended: str | None = None
         self.started_at: float | None = None
         self.ready_at: float | None = None
+        #: The Connect server's Spark UI, where its jobs' progress is read; None when it has none.
+        self.ui_url: str | None = None
         self._fork_lock = threading.Lock()
         self._ready_lock = threading.Lock()
 
@@ -97,6 +99,10 @@ class WarmServer:
                 "spark.driver.memory": self.settings.warm.driver_memory,
                 "spark.connect.grpc.binding.address": "127.0.0.1",
                 "spark.connect.grpc.binding.port": str(self.port)}
+        if str(conf.get("spark.ui.enabled", "true")).lower() != "false":
+            # A port of its own, so that the jobs' progress can be read from its UI (progress.py).
+            conf.setdefault("spark.ui.port", str(free_port()))
+            self.ui_url = f"http://127.0.0.1:{conf['spark.ui.port']}"
         properties = self.directory / PROPERTIES_FILENAME
         fd = os.open(properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -195,15 +201,19 @@ class WarmServer:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def session_env(self) -> dict[str, str]:
-        """What a warm job's process adds to its environment: the server, a new session, the token."""
-        return {"SPARK_REMOTE": f"sc://localhost:{self.port}/;session_id={uuid.uuid4()}",
+    def session_env(self, session_id: str | None = None) -> dict[str, str]:
+        """What a warm job's process adds to its environment: the server, a session (a new one
+        unless ``session_id``), the token."""
+        return {"SPARK_REMOTE": f"sc://localhost:{self.port}/;session_id={session_id or uuid.uuid4()}",
                 TOKEN_VARIABLE: self._token, "SPARKRUNNER_WARM": "1"}
 
-    def fork(self, job_id: str, workdir: Path, files: Mapping[str, Path], scratch: Path) -> int:
+    def fork(self, job_id: str, workdir: Path, files: Mapping[str, Path], scratch: Path,
+             session_id: str | None = None) -> int:
         """Starts a job's process in ``workdir``, its ``log``, ``exit`` and ``supervisor`` files
-        named by ``files``; the pid of its supervisor."""
-        env = {**self._job_base_env(), **self.session_env(), "HOME": str(scratch), "TMPDIR": str(scratch)}
+        named by ``files``, in Spark Connect session ``session_id`` (default: a new one); the
+        pid of its supervisor."""
+        env = {**self._job_base_env(), **self.session_env(session_id), "HOME": str(scratch),
+               "TMPDIR": str(scratch)}
         answer = self._ask({"job": job_id, "workdir": str(workdir), "env": env,
                             **{name: str(path) for name, path in files.items()}})
         if "error" in answer:

@@ -20,6 +20,9 @@ optional; see :func:`standin_job`):
                    default), ``"die"`` takes the signal's default action, ``"ignore"`` ignores it
 ``child``          true: leave a process in the group, as the Python driver and workers are
                    (its pid in ``standin-child.pid``); it reacts to SIGTERM as ``on_term`` says
+``ui_jobs``        serve a Spark UI's REST API (``/api/v1/applications[/{id}/jobs|/stages]``) on a
+                   free port, reported in the application line, with this many Spark jobs of 10
+                   tasks each, done one after another over ``seconds`` (0: no UI)
 
 Every call is recorded, one JSON line per call, in ``standin-calls.jsonl`` in the working
 directory: argv, pid, process group and the environment variables sparkrunner sets. Standard
@@ -56,21 +59,23 @@ def make_spark_home(directory: Path) -> Path:
 
 
 def instructions(*, seconds: float = 0, start_seconds: float = 0, exit: int = 0, error: str | None = None,
-                 result=None, lines: int = 3, on_term: str = "exit", child: bool = False) -> dict:
+                 result=None, lines: int = 3, on_term: str = "exit", child: bool = False,
+                 ui_jobs: int = 0) -> dict:
     """The FILE asset that tells the stand-in what to do (see the module's docstring)."""
     told = {"seconds": seconds, "start_seconds": start_seconds, "exit": exit, "error": error,
-            "result": result, "lines": lines, "on_term": on_term, "child": child}
+            "result": result, "lines": lines, "on_term": on_term, "child": child, "ui_jobs": ui_jobs}
     return {"assetType": "FILE", "filename": INSTRUCTIONS, "content": json.dumps(told)}
 
 
 def standin_job(*, seconds: float = 0, start_seconds: float = 0, exit: int = 0, error: str | None = None,
-                result=None, lines: int = 3, on_term: str = "exit", child: bool = False, **fields) -> dict:
+                result=None, lines: int = 3, on_term: str = "exit", child: bool = False, ui_jobs: int = 0,
+                **fields) -> dict:
     """A job document (conftest's make_job with ``fields``) whose run under the stand-in does
     what the other arguments say."""
     from conftest import make_job
 
     told = instructions(seconds=seconds, start_seconds=start_seconds, exit=exit, error=error,
-                        result=result, lines=lines, on_term=on_term, child=child)
+                        result=result, lines=lines, on_term=on_term, child=child, ui_jobs=ui_jobs)
     return make_job(assets=[told, *fields.pop("assets", [])], **fields)
 
 
@@ -164,6 +169,60 @@ def _start_child(how: str) -> None:
     Path(CHILD_PID).write_text(str(child.pid))
 
 
+TASKS_PER_JOB = 10
+
+
+def ui_jobs_at(count: int, fraction: float) -> tuple[list[dict], list[dict]]:
+    """(jobs, stages) as a Spark UI's REST API lists them, ``fraction`` of the way through
+    ``count`` Spark jobs of one stage and :data:`TASKS_PER_JOB` tasks each, run one after another."""
+    done_tasks = int(min(max(fraction, 0.0), 1.0) * count * TASKS_PER_JOB)
+    jobs, stages = [], []
+    for n in range(count):
+        done = min(max(done_tasks - n * TASKS_PER_JOB, 0), TASKS_PER_JOB)
+        started = done_tasks >= n * TASKS_PER_JOB
+        status = "SUCCEEDED" if done == TASKS_PER_JOB else "RUNNING" if started else "UNKNOWN"
+        active = 1 if status == "RUNNING" else 0
+        jobs.append({"jobId": n, "name": f"collect at stand-in:{n}", "status": status, "stageIds": [n],
+                     "jobTags": [], "numTasks": TASKS_PER_JOB, "numActiveTasks": active,
+                     "numCompletedTasks": done, "numSkippedTasks": 0, "numFailedTasks": 0,
+                     "numKilledTasks": 0, "numActiveStages": active,
+                     "numCompletedStages": int(status == "SUCCEEDED"), "numSkippedStages": 0,
+                     "numFailedStages": 0})
+        stages.append({"stageId": n, "attemptId": 0, "numTasks": TASKS_PER_JOB, "numActiveTasks": active,
+                       "numCompleteTasks": done, "numFailedTasks": 0,
+                       "status": {"SUCCEEDED": "COMPLETE", "RUNNING": "ACTIVE"}.get(status, "PENDING")})
+    return jobs[::-1], stages[::-1]  # newest first, as Spark lists them
+
+
+def _serve_ui(app_id: str, count: int, seconds: float) -> str:
+    """Serves a Spark UI's REST API for ``app_id`` in a thread; its URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    began = time.monotonic()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            jobs, stages = ui_jobs_at(count, (time.monotonic() - began) / seconds if seconds else 1.0)
+            path = self.path.split("?")[0].rstrip("/")
+            base = f"/api/v1/applications/{app_id}"
+            body = {"/api/v1/applications": [{"id": app_id, "name": "stand-in"}],
+                    base + "/jobs": jobs, base + "/stages": stages}.get(path)
+            data = json.dumps(body).encode()
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
 def main(argv: list[str]) -> int:
     with open(CALLS, "a") as f:
         f.write(json.dumps({"argv": argv, "pid": os.getpid(), "pgid": os.getpgrp(), "cwd": os.getcwd(),
@@ -191,7 +250,10 @@ def main(argv: list[str]) -> int:
     _sleep(told.get("start_seconds") or 0)
     conf = dict(c.partition("=")[::2] for c in options.get("--conf", []))
     ui = "off" if conf.get("spark.ui.enabled") == "false" else "http://127.0.0.1:4040"
-    _say("application", f"local-{int(time.time() * 1000)} is running; Spark UI {ui}")
+    app_id = f"local-{int(time.time() * 1000)}"
+    if told.get("ui_jobs"):
+        ui = _serve_ui(app_id, int(told["ui_jobs"]), float(told.get("seconds") or 0))
+    _say("application", f"{app_id} is running; Spark UI {ui}")
     _sleep(told.get("seconds") or 0)
     for n in range(told.get("lines", 3)):
         _info(f"DAGScheduler: Job {n} finished")
