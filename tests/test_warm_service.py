@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from service_helpers import InProcessService, Service
 from tests.conftest import make_job
@@ -69,6 +70,23 @@ def metrics(inputs, outputs, attachments):
         attempt("read the environment of ancestor %d" % n,
                 lambda a=ancestor: open("/proc/%d/environ" % a, "rb").read())
     return verdicts
+'''
+
+
+SLOW_TASKS = '''\
+import time
+from pyspark.sql import SparkSession
+
+# modelop.metrics
+def metrics(inputs, outputs, attachments):
+    spark = SparkSession.builder.getOrCreate()
+
+    def slowly(batches):
+        for batch in batches:
+            time.sleep(0.25)
+            yield batch
+
+    return {"rows": spark.range(0, 40, 1, 40).mapInPandas(slowly, "id long").count()}
 '''
 
 
@@ -245,7 +263,8 @@ def test_each_user_has_a_server_of_their_own_and_a_worn_server_is_replaced(tmp_p
     from service_helpers import write_config
 
     write_config(config, tmp_path / "data", warm=True, local_roots=[roots], extra=extra)
-    config.write_text(config.read_text() +
+    # The Spark UI on, for the warm servers: a warm job's progress is read from its server's UI.
+    config.write_text(config.read_text().replace("spark.ui.enabled: 'false'", "spark.ui.enabled: 'true'") +
                       "warm:\n  max_jobs_per_server: 2\n")
     service = InProcessService(tmp_path / "data", config=config).start()
     try:
@@ -259,6 +278,26 @@ def test_each_user_has_a_server_of_their_own_and_a_worn_server_is_replaced(tmp_p
         assert ports[0] == ports[1]  # ann's server
         assert ports[2] != ports[0]  # bob's own
         assert ports[3] not in (ports[0], ports[2])  # ann's server ran its 2 jobs: a new one
+
+        # Progress of a warm job: its own Spark jobs on the server it shares with its user's others.
+        service.headers = {"Authorization": f"Bearer {tokens['bob']}"}
+        job = service.submit(make_job(SLOW_TASKS, job_type="MODEL_BATCH_TEST_JOB"))
+        readings = []
+        while True:
+            seen = service.job(job["id"])
+            if "progress" in seen and seen["jobStatus"] == "RUNNING":
+                readings.append(seen["progress"]["tasks"]["done"])
+                assert seen["progress"]["tasks"]["total"] >= 40  # its 40 partitions (and a count)
+                # Its own Spark jobs only: the server's application also ran bob's earlier job.
+                assert seen["sparkUiUrl"], seen
+                every_job = requests.get(f"{seen['sparkUiUrl']}/api/v1/applications/"
+                                         f"{seen['sparkApplicationId']}/jobs", timeout=10).json()
+                assert 0 < seen["progress"]["jobs"]["total"] < len(every_job)
+            if seen["jobStatus"] in ("COMPLETE", "ERROR", "CANCELLED"):
+                break
+            time.sleep(0.2)
+        assert seen["jobStatus"] == "COMPLETE" and seen["result"] == {"rows": 40}, seen
+        assert len(set(readings)) >= 2, readings  # it moved while the job ran
     finally:
         service.stop()
 

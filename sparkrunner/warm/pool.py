@@ -93,18 +93,24 @@ class WarmPool:
 
     def release(self, server: WarmServer) -> None:
         """A job of ``server`` ended: it may now be retired or stopped."""
-        stop = False
         with self._lock:
             server.running -= 1
             server.last_used = time.monotonic()
             if self._servers.get(server.owner) is server and self._worn(server):
                 self._retire(server)
-            if server in self._retiring and server.running <= 0:
-                self._retiring.remove(server)
-                stop = True
+            stop = server in self._retiring and server.running <= 0 and not server.stopping
+            server.stopping = server.stopping or stop
             self._lock.notify_all()
-        if stop:
-            server.stop("replaced")
+        if stop:  # not in the job's thread: its end is recorded now, not after the JVM's
+            _in_background(self._stop_retired, server)
+
+    def _stop_retired(self, server: WarmServer) -> None:
+        """Stops a retired server; only then may its user have another (never two at once)."""
+        server.stop("replaced")
+        with self._lock:
+            if server in self._retiring:
+                self._retiring.remove(server)
+            self._lock.notify_all()
 
     def servers(self) -> list[WarmServer]:
         with self._lock:
@@ -122,8 +128,7 @@ class WarmPool:
                               "users' jobs")
             victim = min(idle, key=lambda s: s.last_used)
             del self._servers[victim.owner]
-            threading.Thread(target=victim.stop, args=("stopped to make way for another user's",),
-                             daemon=True).start()
+            _in_background(victim.stop, "stopped to make way for another user's")
         self._count += 1
         server = WarmServer(owner, self.settings, self.warm_dir / str(self._count), self.sandbox,
                             self.landlock_paths)
@@ -166,21 +171,29 @@ class WarmPool:
                 log.exception("Watching the warm servers failed.")
 
     def _look(self) -> None:
-        stop = []
+        dead, worn = [], []
         with self._lock:
             for server in list(self._servers.values()):
                 if server.ready_at is None:
                     continue  # starting: acquire() waits for it and sees it die
                 if not server.alive():
                     del self._servers[server.owner]
-                    stop.append(server)
+                    dead.append(server)
                 elif server.running == 0 and self._worn(server):
-                    del self._servers[server.owner]
-                    stop.append(server)
+                    self._retire(server)
+                    server.stopping = True
+                    worn.append(server)
             for server in list(self._retiring):
-                if not server.alive():
+                if not server.stopping and not server.alive():
                     self._retiring.remove(server)
-                    stop.append(server)
+                    dead.append(server)
             self._lock.notify_all()
-        for server in stop:
-            server.stop("replaced")
+        for server in dead:
+            _in_background(server.stop, "found dead")
+        for server in worn:
+            _in_background(self._stop_retired, server)
+
+
+def _in_background(stop, *args) -> None:
+    """Stops a server in a thread of its own: stopping a JVM takes seconds."""
+    threading.Thread(target=stop, args=args, name="warm-stop", daemon=True).start()

@@ -78,6 +78,8 @@ class WarmServer:
         self.forkserver: subprocess.Popen | None = None
         self.jobs_started = 0
         self.running = 0
+        #: Set by the pool once it is stopping the server (retired, its last job ended).
+        self.stopping = False
         self.last_used = time.monotonic()
         #: Why the server is gone, once it is (it died, or was stopped).
         self.ended: str | None = None
