@@ -223,10 +223,9 @@ def test_a_warm_job_reaches_only_its_own_directory(warm):
     assert not os.path.exists("/tmp/sparkrunner-warm-evil")
 
 
-def test_a_job_whose_server_dies_ends_as_error_saying_so_and_the_next_gets_a_new_server(tmp_path, roots):
-    service = Service(tmp_path / "data", warm=True, local_roots=[roots], extra=WARM_EXTRA).start()
-    try:
-        endless = make_job('''\
+def test_a_job_whose_server_dies_ends_as_error_saying_so_and_the_next_gets_a_new_server(warm, roots):
+    # The module's service: this test comes last of those that use it, and leaves it a new server.
+    endless = make_job('''\
 from pyspark.sql import SparkSession
 
 # modelop.metrics
@@ -234,20 +233,19 @@ def metrics(inputs, outputs, attachments):
     spark = SparkSession.builder.getOrCreate()
     return spark.range(10 ** 13).selectExpr("sum(id) AS s").collect()[0]["s"]
 ''', job_type="MODEL_BATCH_TEST_JOB")
-        job = service.submit(endless)
-        service.wait_for(job["id"], {"RUNNING"}, timeout=180)
-        [record] = list((tmp_path / "data" / "warm").glob("*/server.json"))
-        server_pid, _ = json.loads(record.read_text())["pids"][0]
-        os.killpg(server_pid, signal.SIGKILL)
-        done = service.wait_for(job["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=60)
-        assert done["jobStatus"] == "ERROR"
-        assert done["reason"].startswith("the warm Spark Connect server exited"), done["reason"]
-        assert done["reason"].endswith("while the job ran")
-        after = service.submit(three_list_job(roots, "after-death"))
-        done = service.wait_for(after["id"], {"COMPLETE", "ERROR"}, timeout=240)
-        assert done["jobStatus"] == "COMPLETE" and done["executionMode"] == "warm", done
-    finally:
-        service.stop()
+    job = warm.submit(endless)
+    warm.wait_for(job["id"], {"RUNNING"}, timeout=180)
+    [record] = list((warm.data_dir / "warm").glob("*/server.json"))
+    server_pid, _ = json.loads(record.read_text())["pids"][0]
+    os.killpg(server_pid, signal.SIGKILL)
+    done = warm.wait_for(job["id"], {"COMPLETE", "ERROR", "CANCELLED"}, timeout=60)
+    assert done["jobStatus"] == "ERROR"
+    assert done["reason"].startswith("the warm Spark Connect server exited"), done["reason"]
+    assert done["reason"].endswith("while the job ran")
+    after = warm.submit(three_list_job(roots, "after-death"))
+    done = warm.wait_for(after["id"], {"COMPLETE", "ERROR"}, timeout=240)
+    assert done["jobStatus"] == "COMPLETE" and done["executionMode"] == "warm", done
+    assert server_port(warm, after["id"]) != server_port(warm, job["id"])  # a new server
 
 
 def server_port(service, job_id: str) -> int:
