@@ -100,16 +100,24 @@ def reply(answer):
 
 def launch(request, config):
     """Forks the job's supervisor and returns its pid."""
+    return fork(supervise, request, config)
+
+
+def fork(function, *args):
+    """Forks a child that runs ``function(*args)`` and exits with what it returns (70 when it
+    raises, after the traceback); the child's pid."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         code = 70
         try:
-            code = supervise(request, config)
+            code = function(*args)
         except BaseException:
             traceback.print_exc()
         finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
             os._exit(code)
     return pid
 
@@ -128,17 +136,7 @@ def supervise(request, config):
     os.close(null)
     os.close(log_fd)
     write_json(request["supervisor"], {"pid": os.getpid(), "start": str(start_time(os.getpid()))})
-    job = os.fork()
-    if job == 0:
-        code = 70
-        try:
-            code = run_job(request, config)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+    job = fork(run_job, request, config)
     while True:
         try:
             _, status = os.waitpid(job, 0)
@@ -194,31 +192,28 @@ def interrupt(env):
 def warm_up(env):
     """Runs a small query in a child (the fork server itself never connects); its seconds."""
     began = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.environ.update(env)
-            from pyspark.sql import SparkSession
-
-            spark = SparkSession.builder.remote(env["SPARK_REMOTE"]).getOrCreate()
-            import pandas as pd
-
-            def plus_one(batches):
-                for batch in batches:
-                    yield pd.DataFrame({"id": batch["id"] + 1})
-
-            spark.range(100).mapInPandas(plus_one, "id long").count()
-            spark.stop()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
+    pid = fork(_first_query, env)
     while pid not in _ENDED:
         time.sleep(0.01)
     del _ENDED[pid]
     return round(time.monotonic() - began, 3)
+
+
+def _first_query(env):
+    """A query that starts the server's Python workers too."""
+    os.environ.update(env)
+    import pandas as pd
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.remote(env["SPARK_REMOTE"]).getOrCreate()
+
+    def plus_one(batches):
+        for batch in batches:
+            yield pd.DataFrame({"id": batch["id"] + 1})
+
+    spark.range(100).mapInPandas(plus_one, "id long").count()
+    spark.stop()
+    return 0
 
 
 if __name__ == "__main__":
