@@ -8,6 +8,7 @@ Takes the README's screenshots (docs/dashboard-jobs.png, docs/dashboard-metrics-
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.e2e
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 TOKENS = {"ann": "ann-token-0123456789", "bob": "bob-token-0123456789"}
-DOCS = REPO / "docs"
+#: Where the screenshots go: the README's (docs/) only when asked, so that a test run leaves the
+#: checkout as it found it (SPARKRUNNER_SCREENSHOTS=docs pytest tests/test_ui_browser.py).
+DOCS = REPO / os.environ.get("SPARKRUNNER_SCREENSHOTS", "build/screenshots")
 
 #: A score job of four Spark jobs, each of 8 slow tasks: a few seconds of progress to watch.
 PROGRESS_SOURCE = '''\
@@ -167,7 +170,20 @@ def log_in(chrome, service, user: str = "ann", token: str | None = None) -> None
     chrome.get(service.url + "/ui/login")
     chrome.find_element(By.ID, "login-user").send_keys(user)
     chrome.find_element(By.ID, "login-token").send_keys(token or TOKENS[user])
-    chrome.find_element(By.ID, "login-submit").click()
+    submit = chrome.find_element(By.ID, "login-submit")
+    submit.click()
+    # The next page: until the form is gone, the old page would answer every lookup.
+    wait_until(lambda: _stale(submit), 10, what="the page after the login form")
+
+
+def _stale(element) -> bool:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        element.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
 
 
 def test_log_in_and_out(chrome, service):
@@ -248,7 +264,7 @@ def test_the_roc_chart_of_a_metrics_job(chrome, service, jobs):
     assert chrome.find_element(By.ID, "scores-chart").is_displayed()
     assert "data_drift per feature" in text_of(chrome, "#charts")
     assert "metrics function metrics()" in text_of(chrome, "#summary")
-    DOCS.mkdir(exist_ok=True)
+    DOCS.mkdir(parents=True, exist_ok=True)
     chrome.save_screenshot(str(DOCS / "dashboard-metrics-job.png"))
     chrome.set_window_size(1280, 1000)
 
@@ -295,4 +311,5 @@ def test_list_filter_and_another_users_job_not_shown(chrome, service, jobs):
     assert "There is no job" in text_of(chrome, "#missing")
     # The list, for the README.
     chrome.get(service.url + "/ui/jobs")
+    DOCS.mkdir(parents=True, exist_ok=True)
     chrome.save_screenshot(str(DOCS / "dashboard-jobs.png"))
