@@ -120,48 +120,45 @@ def three_list_job(roots: Path, name: str, **fields) -> dict:
                     targetEngine={"sparkConf": {"spark.sql.ansi.enabled": "false"}}, **fields)
 
 
-def test_an_eligible_job_runs_warm_with_the_same_outputs_as_cold(warm, roots):
-    warm_job = warm.submit(three_list_job(roots, "warm"))
-    cold_job = warm.submit(three_list_job(roots, "cold", executionMode="cold"))
-    assert warm_job["executionMode"] == "warm"
-    assert warm_job["executionReason"] == "eligible: runs on a warm Spark Connect server"
-    assert cold_job["executionMode"] == "cold"
-    assert cold_job["executionReason"] == "the job asks for it (executionMode 'cold')"
-    done_warm = warm.wait_for(warm_job["id"], {"COMPLETE", "ERROR"})
-    done_cold = warm.wait_for(cold_job["id"], {"COMPLETE", "ERROR"})
-    assert done_warm["jobStatus"] == "COMPLETE", done_warm
-    assert done_cold["jobStatus"] == "COMPLETE", done_cold
-    assert done_warm["result"] == done_cold["result"] == {"rows": 3, "ansi": "false"}
-    rows = [list(csv.reader(open(roots / f"{kind}-out.csv"))) for kind in ("warm", "cold")]
-    assert rows[0] == rows[1] == [["ada", "37"], ["alan", "42"], ["grace", "46"]]
-    log = warm.get(f"/jobs/{warm_job['id']}/log", params={"size": 1000}).json()["log"]
+def test_an_eligible_job_runs_warm_and_writes_what_it_writes_cold(warm, roots):
+    # The same job cold gives the same (test_warm.py compares warm and cold runs of the driver):
+    # here, the service's warm path, with what this job must write.
+    job = warm.submit(three_list_job(roots, "warm"))
+    assert job["executionMode"] == "warm"
+    assert job["executionReason"] == "eligible: runs on a warm Spark Connect server"
+    done = warm.wait_for(job["id"], {"COMPLETE", "ERROR"})
+    assert done["jobStatus"] == "COMPLETE", done
+    assert done["result"] == {"rows": 3, "ansi": "false"}  # the job's SQL setting, in its session
+    assert list(csv.reader(open(roots / "warm-out.csv"))) == [["ada", "37"], ["alan", "42"], ["grace", "46"]]
+    log = warm.get(f"/jobs/{job['id']}/log", params={"size": 1000}).json()["log"]
     assert any("warm: runs on the warm Spark Connect server" in line for line in log)
     assert not any(line.startswith("sparkrunner: command:") for line in log)  # no spark-submit
 
 
-def test_the_scoring_path_gives_the_same_rows_and_counts_warm_and_cold(warm, roots):
-    outcomes = {}
-    for mode in ("auto", "cold"):
-        tmp = roots / f"scoring-{mode}"
-        tmp.mkdir()
-        doc = python_job(tmp)
-        doc["executionMode"] = mode
-        job = warm.submit(doc)
-        done = warm.wait_for(job["id"], {"COMPLETE", "ERROR"})
-        assert done["jobStatus"] == "COMPLETE", done
-        outputs = [Path(a["fileUrl"].removeprefix("file://")) for a in doc["outputData"]]
-        outcomes[mode] = (job["executionMode"], done["result"],
-                          [sorted(read_all(path)) for path in outputs])
-    assert outcomes["auto"][0] == "warm" and outcomes["cold"][0] == "cold"
-    assert outcomes["auto"][1] == outcomes["cold"][1]
-    assert outcomes["auto"][1]["recordsRejected"] == 1  # the passenger with Fare "cheap"
-    assert outcomes["auto"][2] == outcomes["cold"][2]
+def test_a_job_asking_for_cold_runs_cold_beside_the_warm_ones(warm, roots):
+    job = warm.submit(three_list_job(roots, "cold", executionMode="cold"))
+    assert job["executionMode"] == "cold"
+    assert job["executionReason"] == "the job asks for it (executionMode 'cold')"
+    done = warm.wait_for(job["id"], {"COMPLETE", "ERROR"})
+    assert done["jobStatus"] == "COMPLETE", done
+    assert done["result"] == {"rows": 3, "ansi": "false"}
+    assert list(csv.reader(open(roots / "cold-out.csv"))) == [["ada", "37"], ["alan", "42"], ["grace", "46"]]
+    log = warm.get(f"/jobs/{job['id']}/log", params={"size": 1000}).json()["log"]
+    assert any(line.startswith("sparkrunner: command:") for line in log)
 
 
-def read_all(path: Path) -> list[str]:
-    """Every line of a Spark output (a directory of part files) or of a file."""
-    files = sorted(path.glob("part-*")) if path.is_dir() else [path]
-    return [line for f in files for line in f.read_text().splitlines() if line.strip()]
+def test_a_modelop_scoring_document_runs_warm_and_scores_as_cold_runs_do(warm, roots):
+    from test_modelop_documents import check_python_job_ran
+
+    tmp = roots / "scoring"
+    tmp.mkdir()
+    job = warm.submit(python_job(tmp))
+    assert job["executionMode"] == "warm"
+    done = warm.wait_for(job["id"], {"COMPLETE", "ERROR"})
+    assert done["jobStatus"] == "COMPLETE", done
+    check_python_job_ran(tmp)  # the rows and the rejected record a cold run writes
+    assert {k: done["result"][k] for k in ("recordsRead", "recordsScored", "recordsRejected")} == {
+        "recordsRead": 5, "recordsScored": 4, "recordsRejected": 1}
 
 
 def test_a_warm_job_that_reaches_for_the_jvm_ends_saying_to_resubmit_it_cold(warm):
