@@ -73,6 +73,16 @@ def metrics(inputs, outputs, attachments):
 '''
 
 
+#: A query that runs until it is stopped.
+ENDLESS = '''\
+from pyspark.sql import SparkSession
+
+# modelop.metrics
+def metrics(inputs, outputs, attachments):
+    spark = SparkSession.builder.getOrCreate()
+    return spark.range(10 ** 13).selectExpr("sum(id) AS s").collect()[0]["s"]
+'''
+
 SLOW_TASKS = '''\
 import time
 from pyspark.sql import SparkSession
@@ -173,15 +183,7 @@ def test_a_warm_job_that_reaches_for_the_jvm_ends_saying_to_resubmit_it_cold(war
 
 
 def test_a_warm_job_is_cancelled_and_the_server_goes_on_serving(warm, roots):
-    endless = make_job('''\
-from pyspark.sql import SparkSession
-
-# modelop.metrics
-def metrics(inputs, outputs, attachments):
-    spark = SparkSession.builder.getOrCreate()
-    return spark.range(10 ** 13).selectExpr("sum(id) AS s").collect()[0]["s"]
-''', job_type="MODEL_BATCH_TEST_JOB")
-    job = warm.submit(endless)
+    job = warm.submit(make_job(ENDLESS, job_type="MODEL_BATCH_TEST_JOB"))
     warm.wait_for(job["id"], {"RUNNING"}, timeout=60)
     cancelled = warm.post(f"/jobs/{job['id']}/cancel")
     assert cancelled.status_code in (200, 202), cancelled.text
@@ -222,15 +224,7 @@ def test_a_warm_job_reaches_only_its_own_directory(warm):
 
 def test_a_job_whose_server_dies_ends_as_error_saying_so_and_the_next_gets_a_new_server(warm, roots):
     # The module's service: this test comes last of those that use it, and leaves it a new server.
-    endless = make_job('''\
-from pyspark.sql import SparkSession
-
-# modelop.metrics
-def metrics(inputs, outputs, attachments):
-    spark = SparkSession.builder.getOrCreate()
-    return spark.range(10 ** 13).selectExpr("sum(id) AS s").collect()[0]["s"]
-''', job_type="MODEL_BATCH_TEST_JOB")
-    job = warm.submit(endless)
+    job = warm.submit(make_job(ENDLESS, job_type="MODEL_BATCH_TEST_JOB"))
     warm.wait_for(job["id"], {"RUNNING"}, timeout=180)
     [record] = list((warm.data_dir / "warm").glob("*/server.json"))
     server_pid, _ = json.loads(record.read_text())["pids"][0]
