@@ -80,6 +80,11 @@ class WarmPool:
                 if not self._lock.wait(timeout=max(0.0, deadline - time.monotonic())):
                     return None, "the user's warm server is being replaced and still runs jobs"
             server = self._servers.get(owner)
+            if server is not None and server.ready_at is not None and not server.alive():
+                # Died since the watcher last looked: the job gets a new one, not the corpse.
+                del self._servers[owner]
+                _in_background(server.stop, "found dead")
+                server = None
             if server is None:
                 server, why = self._new_server(owner)
                 if server is None:
