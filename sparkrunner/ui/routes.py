@@ -187,15 +187,23 @@ def ui_router(sessions: Sessions) -> APIRouter:
                             next=link(page + 1) if page < pages_total else None,
                             refresh=LIST_REFRESH_SECONDS)
 
-    @router.get("/jobs/{job_id}")
-    def job(request: Request, job_id: str):
+    def own_page(request: Request, job_id: str) -> tuple[str, JobRecord] | Response:
+        """(user, job) of a logged-in user's own job; else the login form, or the missing page
+        (another user's job does not exist for them)."""
         user = pages.user(request)
         if user is None:
             return pages.to_login()
         try:
-            record = _own(request, job_id, user)
+            return user, _own(request, job_id, user)
         except JobNotFound:
             return pages.render(request, "missing.html", 404, user=user, job_id=job_id)
+
+    @router.get("/jobs/{job_id}")
+    def job(request: Request, job_id: str):
+        found = own_page(request, job_id)
+        if isinstance(found, Response):
+            return found
+        user, record = found
         service = _service(request)
         result = service.result(record)
         return pages.render(
@@ -209,13 +217,10 @@ def ui_router(sessions: Sessions) -> APIRouter:
 
     @router.get("/jobs/{job_id}/log")
     def job_log(request: Request, job_id: str):
-        user = pages.user(request)
-        if user is None:
-            return pages.to_login()
-        try:
-            record = _own(request, job_id, user)
-        except JobNotFound:
-            return pages.render(request, "missing.html", 404, user=user, job_id=job_id)
+        found = own_page(request, job_id)
+        if isinstance(found, Response):
+            return found
+        user, record = found
         begin, total, lines = _service(request).read_log(record, None, LOG_PAGE_LINES)
         return pages.render(request, "log.html", user=user, record=record, lines=lines, begin=begin,
                             total=total, refresh=None if record.status.is_terminal else JOB_REFRESH_SECONDS)
