@@ -89,6 +89,7 @@ class WarmServer:
         self.ui_url: str | None = None
         self._fork_lock = threading.Lock()
         self._ready_lock = threading.Lock()
+        self._base_env: dict[str, str] = {}
 
     # -- start and stop -----------------------------------------------------------------------
 
@@ -123,7 +124,8 @@ class WarmServer:
         self.server = SparkSubmit(argv, self.directory, env, self.directory / LOG_FILENAME,
                                   self.directory / EXIT_FILENAME, sandbox=wrap)
         self.server.start()
-        job_env = self._job_base_env()
+        # Every job's environment starts from this one: worked out once, not on each job's start.
+        self._base_env = job_env = self._job_base_env()
         with open(self.directory / FORKSERVER_LOG_FILENAME, "ab") as out:
             self.forkserver = subprocess.Popen(
                 [sys.executable, "-m", FORKSERVER_MODULE], cwd=self.directory, env=job_env,
@@ -214,7 +216,7 @@ class WarmServer:
         """Starts a job's process in ``workdir``, its ``log``, ``exit`` and ``supervisor`` files
         named by ``files``, in Spark Connect session ``session_id`` (default: a new one); the
         pid of its supervisor."""
-        env = {**self._job_base_env(), **self.session_env(session_id), "HOME": str(scratch),
+        env = {**self._base_env, **self.session_env(session_id), "HOME": str(scratch),
                "TMPDIR": str(scratch)}
         answer = self._ask({"job": job_id, "workdir": str(workdir), "env": env,
                             **{name: str(path) for name, path in files.items()}})
