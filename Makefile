@@ -10,13 +10,16 @@ demo: check-java $(STAMP)
 	$(PY) jobs/demo.py build/demo
 
 # Everything: the fast tests, then real Spark, a Spark cluster, Airflow and the long scenarios.
+# The fast tests mostly wait (on child processes, HTTP, timers), so four at a time is faster
+# even on 2 cores; the e2e tests start JVMs that need the cores, so they run one at a time.
 test: check-java $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not e2e" -n 4
+	$(PY) -m pytest -m e2e --durations=15
 
 # Every test not marked e2e, in about a minute; no JVM is started (a stub java fails any test
 # that starts one, see tests/conftest.py).
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m "not e2e" -n 4
 
 check-java:
 	@scripts/check-java

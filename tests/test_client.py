@@ -40,7 +40,7 @@ def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Answers)
     httpd.answers, httpd.paths = [(200, {})], []
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)  # a quick shutdown
     thread.start()
     yield httpd
     httpd.shutdown()

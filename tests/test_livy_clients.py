@@ -256,7 +256,7 @@ def web(tmp_path):
     served.mkdir()
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
         _QuietHandler, directory=str(served)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield served, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 

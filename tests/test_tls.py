@@ -68,8 +68,8 @@ def https_service(tmp_path):
     finally:
         server.terminate()
         try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:  # uvicorn waits out a connection stuck in its handshake
+            server.wait(1)
+        except subprocess.TimeoutExpired:  # uvicorn waits out the plain-HTTP test's connection, stuck in its handshake
             server.kill()
             server.wait()
 
