@@ -29,7 +29,6 @@ its siblings name others.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -429,13 +428,9 @@ class EnvironmentCache:
     def build_sandbox_argv(self, work: Path) -> list[str]:
         """bwrap's argv (up to ``--``) for a build in ``work``: it sees what a job sees, and the
         indexes' local directories, read-only; it writes only ``work`` and uv's download cache."""
-        from .sandbox import bwrap_argv, host_view
-
-        view = host_view(self.settings, self.sandbox.host_env)
-        view = dataclasses.replace(view, roots=(str(self.uv_cache),),
-                                   installs=tuple(dict.fromkeys([*view.installs, *self.indexes.local_dirs(),
-                                                                 os.path.dirname(os.path.realpath(uv_binary()))])))
-        return bwrap_argv(self.sandbox.bwrap, view, work, work / "tmp")
+        uv_dir = os.path.dirname(os.path.realpath(uv_binary()))
+        return self.sandbox.build_argv(work, work / "tmp", [str(self.uv_cache)],
+                                       [*self.indexes.local_dirs(), uv_dir])
 
     def _layer_over_base(self, env: Path) -> None:
         """Adds the base's site-packages after the environment's own (its .pth files run too)."""

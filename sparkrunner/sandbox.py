@@ -244,6 +244,16 @@ class Sandbox:
             view = dataclasses.replace(view, installs=_unique([*view.installs, *read_only]))
         return bwrap_argv(self.bwrap, view, workdir, scratch)
 
+    def build_argv(self, workdir: Path, scratch: Path, writable: Sequence[str],
+                   read_only: Sequence[str]) -> list[str]:
+        """bwrap's argv for a build of a model's environment in ``workdir``: it sees what a job
+        sees and ``read_only`` (package indexes on this host), but writes only ``workdir`` and
+        ``writable`` (uv's download cache), not the local roots."""
+        view = host_view(self.settings, self.host_env)
+        view = dataclasses.replace(view, roots=_unique(writable),
+                                   installs=_unique([*view.installs, *read_only]))
+        return bwrap_argv(self.bwrap, view, workdir, scratch)
+
     def env(self, env: Mapping[str, str]) -> dict[str, str]:
         """The environment of a run in the sandbox, from spark-submit's ``env``."""
         return sandbox_env(env, self.settings.spark.env)
