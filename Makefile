@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast check-java venv cluster-up cluster-down bench-overhead bench-api bench-cluster bench-scoring bench-sandbox bench-warm clean
+.PHONY: demo test test-fast check-java venv cluster-up cluster-down bench-overhead bench-api bench-cluster bench-scoring bench-sandbox bench-warm bench-envs clean
 
 demo: check-java $(STAMP)
 	$(PY) jobs/demo.py build/demo
@@ -50,6 +50,9 @@ bench-cluster: check-java $(STAMP)
 
 bench-sandbox: check-java $(STAMP)
 	$(PY) bench/sandbox.py
+
+bench-envs: check-java $(STAMP)
+	$(PY) bench/envs.py
 
 bench-warm: check-java $(STAMP)
 	$(PY) bench/warm.py

@@ -10,7 +10,9 @@ or a script job, ``SPARK_SCRIPT_JOB`` (:mod:`sparkrunner.script`, what Livy's ba
 Both go through the same settings policy and location rules.
 
 Pure: no file is written, nothing is opened over the network (a script job's local file is only
-looked for: it must exist).
+looked for: it must exist; a model's local ``requirements.txt`` attachment is read). Whether a
+model's packages can be resolved is asked of the indexes later, by the service at submit time
+(:meth:`sparkrunner.service.JobService.submit`), not here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .jobspec import JobSpec, build, check_shape, settings_of
 from .policy import (ATTACHMENT_READ_SCHEMES, READ_SCHEMES, Location, ResolvedSettings,
                      location_problems, resolve_settings)
 from . import script
+from .requirements import Requirements, requirements_of
 from .script import ScriptSpec
 
 
@@ -53,6 +56,8 @@ class AdmittedJob:
     warnings: tuple[str, ...]
     #: Warm or cold, and why (:mod:`sparkrunner.execution`).
     execution: Execution = Execution(Mode.COLD, "warm jobs are not available here")
+    #: The model's own packages (:mod:`sparkrunner.requirements`); None: the base's only.
+    requirements: Requirements | None = None
 
     @property
     def document(self) -> Mapping[str, Any]:
@@ -80,18 +85,21 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
     resolved, setting_errors = resolve_settings(*settings_of(doc), settings,
                                                 app_name=spec.name if spec else "")
     locations = job_locations(doc, scored=spec is not None and spec.scoring is not None)
-    errors += setting_errors + location_problems(locations, settings.policy, data_dir,
-                                                 local=origin is Origin.SERVICE)
+    location_errors = location_problems(locations, settings.policy, data_dir, local=origin is Origin.SERVICE)
+    errors += setting_errors + location_errors
+    requirements, requirement_errors = requirements_of(doc, settings.limits.max_asset_bytes,
+                                                       refused=frozenset(e.path for e in location_errors))
+    errors += requirement_errors
     execution = None
     if spec is not None and resolved is not None:
         execution, mode_errors = decide(spec, resolved, doc, warm_unavailable=warm_unavailable,
-                                        master=settings.spark.master)
+                                        master=settings.spark.master, requirements=requirements)
         errors += mode_errors
     if errors or spec is None or resolved is None or execution is None:
         raise JobInvalid(errors)
     return AdmittedJob(spec=spec, settings=resolved,
                        warnings=_with_unchecked(list(resolved.warnings), locations, settings),
-                       execution=execution)
+                       execution=execution, requirements=requirements)
 
 
 def _with_unchecked(warnings: list[str], locations: list[Location], settings: Settings) -> tuple[str, ...]:

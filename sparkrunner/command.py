@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from .config import Settings
+from .environments import ARCHIVE_LINK, EXECUTOR_PYTHON, PythonEnv
 from .errors import SparkNotFound
 from .script import ScriptSpec
 from .workdir import DAEMON_FILENAME, DAEMON_MODULE, DRIVER_FILENAME, PROPERTIES_FILENAME, SCORING_FILENAME
@@ -73,15 +74,35 @@ def build_argv(settings: Settings, job: AdmittedJob, workdir: Path, spark_submit
 
 
 def spark_properties(settings: Settings, job: AdmittedJob,
-                     defaults: Mapping[str, str] | None = None) -> dict[str, str]:
+                     defaults: Mapping[str, str] | None = None,
+                     python_env: PythonEnv | None = None) -> dict[str, str]:
     """Every Spark property of ``job``'s run, sorted: ``defaults`` (the operator's
-    spark-defaults.conf) under what admission resolved (the configuration's and the job's), and
-    on a cluster the executors' Python daemon (:func:`ships_daemon`)."""
+    spark-defaults.conf) under what admission resolved (the configuration's and the job's), on
+    a cluster the executors' Python daemon (:func:`ships_daemon`), and the job's own Python
+    environment when its model brings packages (:func:`environment_properties`)."""
     merged = {**(defaults or {}), **job.settings.conf}
     merged.pop(PROXY_USER_PROPERTY, None)  # an option of spark-submit's (build_argv), not a property
     if ships_daemon(settings, job):
         merged[DAEMON_PROPERTY] = DAEMON_MODULE
+    if python_env is not None:
+        merged.update(environment_properties(python_env, merged.get(ARCHIVES_PROPERTY)))
     return {key: merged[key] for key in sorted(merged)}
+
+
+ARCHIVES_PROPERTY = "spark.archives"
+
+
+def environment_properties(python_env: PythonEnv, archives: str | None) -> dict[str, str]:
+    """The properties that run a job's driver and Python workers on its own environment: its
+    interpreter here; on a cluster (the environment packed), the archive shipped with
+    ``spark.archives`` and unpacked as ``./environment`` beside each executor."""
+    properties = {"spark.pyspark.driver.python": python_env.python,
+                  "spark.pyspark.python": python_env.python}
+    if python_env.archive is not None:
+        shipped = f"{python_env.archive}#{ARCHIVE_LINK}"
+        properties[ARCHIVES_PROPERTY] = f"{archives},{shipped}" if archives else shipped
+        properties["spark.pyspark.python"] = EXECUTOR_PYTHON
+    return properties
 
 
 #: Impersonation: spark-submit's --proxy-user, which no property sets.
@@ -221,12 +242,14 @@ def spark_submit_path(settings: Settings) -> str:
     return str(spark_home(settings) / "bin" / "spark-submit")
 
 
-def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment spark-submit runs in: Spark's home and Python pinned, the operator's extras."""
+def child_env(settings: Settings, base: Mapping[str, str] | None = None,
+              python_env: PythonEnv | None = None) -> dict[str, str]:
+    """The environment spark-submit runs in: Spark's home and Python pinned (the job's own
+    environment's, when its model brings packages), the operator's extras."""
     env = dict(os.environ if base is None else base)
-    python = settings.spark.python or sys.executable
+    python = python_env.python if python_env else (settings.spark.python or sys.executable)
     env["SPARK_HOME"] = str(spark_home(settings))  # never another Spark that SPARK_HOME points at
-    env["PYSPARK_PYTHON"] = python
+    env["PYSPARK_PYTHON"] = EXECUTOR_PYTHON if python_env and python_env.archive else python
     env["PYSPARK_DRIVER_PYTHON"] = python
     env.pop("PYSPARK_DRIVER_PYTHON_OPTS", None)  # a Jupyter setting here would hijack the driver
     if settings.spark.conf_dir:

@@ -133,6 +133,31 @@ class WarmSettings:
     start_timeout_seconds: int = 180
 
 
+@dataclass(frozen=True)
+class EnvironmentSettings:
+    """Each model's own packages: the environments built for them (:mod:`sparkrunner.environments`)."""
+
+    #: Where environments are built and kept. Empty: ``environments`` in the data directory for
+    #: the service, the user's cache directory (~/.cache/sparkrunner) for ``sparkrunner run``.
+    cache_dir: str = ""
+    #: The cache's bound: least recently used environments not in use are removed past it.
+    max_cache_mb: int = 5120
+    #: How long building one environment may take before its job ends ERROR.
+    build_timeout_seconds: int = 600
+    #: Wheels only: building a source distribution runs its code. Off lets uv build sdists.
+    only_binary: bool = True
+    #: Base packages an environment reuses at the base's version unless the model names them.
+    reuse: tuple[str, ...] = ("pyspark", "py4j", "pandas", "pyarrow", "numpy")
+    #: Where packages come from. All empty: the indexes of pip's own configuration here
+    #: (``pip config list``: index-url, extra-index-url, find-links, cert).
+    index_url: str = ""
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    #: Resolve a new requirement set when a job is submitted (``uv pip compile``, up to 60 s), so
+    #: an unknown package or one without a wheel here is refused at once, naming it.
+    check_on_submit: bool = True
+
+
 class SandboxMode(str, Enum):
     """Whether jobs run in a sandbox (bubblewrap): the ``sandbox`` setting."""
 
@@ -161,6 +186,7 @@ class Settings:
     hdfs: HdfsSettings = field(default_factory=HdfsSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     warm: WarmSettings = field(default_factory=WarmSettings)
+    environments: EnvironmentSettings = field(default_factory=EnvironmentSettings)
     #: The file these settings came from, if any (a sandboxed job never sees it).
     source: Path | None = field(default=None, compare=False, metadata=_NOT_A_KEY)
 
@@ -201,6 +227,10 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         settings = settings.with_overrides(service=dataclasses.replace(
             service, **{name: beside([value])[0] for name, value in
                         (("ssl_certfile", service.ssl_certfile), ("ssl_keyfile", service.ssl_keyfile)) if value}))
+    cache_dir = settings.environments.cache_dir
+    if cache_dir and not Path(cache_dir).expanduser().is_absolute():
+        settings = settings.with_overrides(environments=dataclasses.replace(
+            settings.environments, cache_dir=str((here / cache_dir).resolve())))
     conf_dir = settings.spark.conf_dir
     if conf_dir and not Path(conf_dir).expanduser().is_absolute():
         settings = settings.with_overrides(
@@ -225,6 +255,10 @@ def from_dict(raw: Any, source: str = "configuration") -> Settings:
                  "start_timeout_seconds"):
         if getattr(settings.warm, name) < 1:
             raise ConfigError(f"{source}.warm.{name}: must be at least 1, not {getattr(settings.warm, name)}")
+    for name in ("max_cache_mb", "build_timeout_seconds"):
+        if getattr(settings.environments, name) < 1:
+            raise ConfigError(f"{source}.environments.{name}: must be at least 1, not "
+                              f"{getattr(settings.environments, name)}")
     for name in ("max_json_depth", "max_assets", "max_asset_bytes"):
         if getattr(settings.limits, name) < 1:
             raise ConfigError(f"{source}.limits.{name}: must be at least 1, not {getattr(settings.limits, name)}")

@@ -71,6 +71,17 @@ class WorkdirError(SparkRunnerError):
     """The working directory could not be laid out."""
 
 
+class EnvironmentFailed(SparkRunnerError):
+    """A job's Python environment (its model's own packages) could not be built: ``detail``
+    holds the installer's own error lines, ``log`` all it said."""
+
+    def __init__(self, message: str, log: str = "", detail: str = "", timed_out: bool = False):
+        super().__init__(message)
+        self.log = log
+        self.detail = detail or message
+        self.timed_out = timed_out
+
+
 class HdfsCheckFailed(SparkRunnerError):
     """Assets on HDFS are missing, outputs already exist under the "fail" policy, or WebHDFS
     could not be asked; ``errors`` names each, by asset or setting."""

@@ -68,14 +68,20 @@ class Execution:
 
 
 def decide(spec: Any, settings: ResolvedSettings, document: Mapping[str, Any], *,
-           warm_unavailable: str | None, master: str = "local[*]") -> tuple[Execution, list[FieldError]]:
+           warm_unavailable: str | None, master: str = "local[*]",
+           requirements: Any = None) -> tuple[Execution, list[FieldError]]:
     """How the job runs, and the problem when the document asks for warm and it cannot be.
 
     ``warm_unavailable`` is None where warm jobs can run (the service with warm jobs on, or
-    ``sparkrunner run --warm``), else the reason they cannot.
+    ``sparkrunner run --warm``), else the reason they cannot. ``requirements``: the model's own
+    packages (:class:`sparkrunner.requirements.Requirements`), if it names any.
     """
     asked = document.get(MODE_FIELD) or "auto"
     reason = cold_reason(spec, settings, asked, master)
+    if reason is None and requirements is not None:
+        # A warm server runs on the service's own environment; none is kept per package set.
+        reason = (f"the model brings its own packages ({requirements.source}), and warm servers "
+                  "run on the service's own Python environment")
     if reason is None and warm_unavailable is not None:
         reason = warm_unavailable
     if reason is None:

@@ -268,7 +268,7 @@ def build(doc: dict) -> JobSpec:
             path = f"{list_path}[{i}]"
             field = "filename" if asset.get("filename") else "name"
             name = claim(f"{path}.{field}", asset.get(field) or "")
-            data = _file_content(asset, path, errors)
+            data = file_content(asset, path, errors)
             if name is not None and data is not None:
                 files.append(InlineFile(name, data))
 
@@ -329,7 +329,7 @@ def _source_filename(asset: dict) -> tuple[str, str]:
 CONTENT_FIELDS = ("fileContent", "fileContentString", "content")
 
 
-def _file_content(asset: dict, path: str, errors: list[FieldError]) -> bytes | None:
+def file_content(asset: dict, path: str, errors: list[FieldError]) -> bytes | None:
     """A FILE asset's bytes: ``fileContent`` (base64, as ModelOp sends it), else
     ``fileContentString`` (a string as text, another JSON value as JSON), else ``content``
     (text, or base64 with ``contentEncoding: base64``). ``localFile``, a path on ModelOp's

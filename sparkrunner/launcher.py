@@ -36,7 +36,9 @@ from .command import child_env, mask_argv, mask_properties, spark_submit_path
 from .config import Settings
 from .hdfs import Hdfs
 from .inside.supervise import STATUS_FD
-from .prepare import prepare
+from .environments import LOG_PREFIX, EnvironmentCache, Hold, PythonEnv, user_cache_dir
+from .errors import EnvironmentFailed
+from .prepare import append_log, prepare
 from .proc import signal_group
 from .sandbox import Sandbox
 from .states import JobStatus
@@ -178,6 +180,8 @@ class SparkSubmit:
         self.start_time: str | None = None
         self.cancelled = False
         self._killed_at: float | None = None
+        #: The job's hold on its own Python environment (kept from eviction while it runs).
+        self.hold: Hold | None = None
 
     @classmethod
     def attach(cls, pid: int | None, start_time: str | None, cwd: Path, log_path: Path,
@@ -237,8 +241,14 @@ class SparkSubmit:
         self.terminate(cancelled=True)
 
     def release(self) -> None:
-        """Gives back what the run held before it started (nothing, for a spark-submit); for a
-        run that will not start."""
+        """Gives back what the run held before it started (its hold on its Python environment);
+        for a run that will not start."""
+        self._let_go_of_environment()
+
+    def _let_go_of_environment(self) -> None:
+        if self.hold is not None:
+            self.hold.close()
+            self.hold = None
 
     def wait(self, timeout: float | None = None, echo: TextIO | None = None,
              on_line: Callable[[LogWatcher, str], None] | None = None,
@@ -279,7 +289,9 @@ class SparkSubmit:
 
     def clean_up(self) -> None:
         """Removes what only the run needed: its properties file (which may hold the cluster's
-        secret) and its private /tmp. Neither follows a link the job may have left."""
+        secret) and its private /tmp. Neither follows a link the job may have left. Lets go of
+        its Python environment."""
+        self._let_go_of_environment()
         try:
             os.unlink(self.cwd / PROPERTIES_FILENAME)
         except FileNotFoundError:
@@ -323,27 +335,61 @@ class Launcher:
     With a ``sandbox`` (:func:`sparkrunner.sandbox.choose` picks it), every spark-submit runs in it.
     """
 
-    def __init__(self, settings: Settings, sandbox: Sandbox | None = None):
+    def __init__(self, settings: Settings, sandbox: Sandbox | None = None,
+                 environments: Path | None = None):
         self.settings = settings
         self.spark_submit = spark_submit_path(settings)  # SparkNotFound: before any job is taken
         self.env = child_env(settings)
         self.hdfs = Hdfs(settings.hdfs)
         self.sandbox = sandbox
+        #: Where models' own environments are kept: ``environments.cache_dir``, else
+        #: ``environments`` (the service passes its data directory's), else the user's cache.
+        root = Path(settings.environments.cache_dir or environments or user_cache_dir())
+        self.environments = EnvironmentCache(root, settings, sandbox)
 
     def prepare(self, job: AdmittedJob, workdir: Path, job_id: str) -> SparkSubmit:
         """Lays out ``workdir`` for ``job`` and returns the spark-submit that runs it.
 
-        Renders, checks HDFS and stages (network calls, each up to ``hdfs.timeout_seconds``):
-        call it outside any lock others wait on. Raises HdfsCheckFailed or WorkdirError.
+        Builds the model's own environment if it has packages and none is built (up to
+        ``environments.build_timeout_seconds``), renders, checks HDFS and stages (network calls,
+        each up to ``hdfs.timeout_seconds``): call it outside any lock others wait on. Raises
+        EnvironmentFailed (the build's log is then the job's), HdfsCheckFailed or WorkdirError.
         """
         workdir = Path(workdir)
-        prepared = prepare(self.settings, job, workdir, job_id, self.spark_submit, self.hdfs)
-        env, wrap = self.env, None
+        python_env, hold = self._environment(job, workdir)
+        try:
+            prepared = prepare(self.settings, job, workdir, job_id, self.spark_submit, self.hdfs, python_env)
+        except BaseException:
+            if hold is not None:
+                hold.close()
+            raise
+        env = self.env if python_env is None else child_env(self.settings, python_env=python_env)
+        wrap = None
         if self.sandbox is not None:
-            env = self.sandbox.env(self.env)
-            wrap = self.sandbox.argv(workdir, workdir / SCRATCH_DIRNAME)
-        return SparkSubmit(prepared.argv, workdir, env, workdir / LOG_FILENAME, workdir / EXIT_FILENAME,
-                           properties=prepared.properties, sandbox=wrap)
+            env = self.sandbox.env(env)
+            wrap = self.sandbox.argv(workdir, workdir / SCRATCH_DIRNAME,
+                                     read_only=[str(python_env.path)] if python_env else ())
+        run = SparkSubmit(prepared.argv, workdir, env, workdir / LOG_FILENAME, workdir / EXIT_FILENAME,
+                          properties=prepared.properties, sandbox=wrap)
+        run.hold = hold
+        return run
+
+    def _environment(self, job: AdmittedJob, workdir: Path) -> tuple[PythonEnv | None, Hold | None]:
+        """The job's own environment and the hold that keeps it while the job runs; (None,
+        None) when its model brings no packages. A failed build leaves its log as the job's."""
+        if job.requirements is None:
+            return None, None
+        try:
+            return self.environments.ensure(job.requirements,
+                                            archive=not self.settings.spark.master.startswith("local"))
+        except EnvironmentFailed as exc:
+            workdir.mkdir(mode=DIR_MODE, exist_ok=True)
+            append_log(workdir / LOG_FILENAME,
+                       [f"{LOG_PREFIX}building for {' '.join(job.requirements.lines)} "
+                        f"({job.requirements.source}) failed",
+                        *(f"{LOG_PREFIX}| {line}" for line in exc.log.splitlines() if line.strip()),
+                        f"{LOG_PREFIX}{exc}"])
+            raise
 
     @staticmethod
     def attach(pid: int | None, start_time: str | None, workdir: Path) -> SparkSubmit:

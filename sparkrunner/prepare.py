@@ -15,6 +15,7 @@ from pathlib import Path
 from .admission import AdmittedJob
 from .command import build_argv, parse_properties, properties_text, ships_daemon, spark_properties
 from .config import Settings
+from .environments import PythonEnv
 from .errors import WorkdirError
 from .hdfs import Hdfs, needs_hdfs
 from .jobspec import JobSpec
@@ -36,23 +37,25 @@ class Prepared:
 
 
 def prepare(settings: Settings, job: AdmittedJob, workdir: Path, job_id: str, spark_submit: str,
-            hdfs: Hdfs) -> Prepared:
+            hdfs: Hdfs, python_env: PythonEnv | None = None) -> Prepared:
     """Lays out ``workdir`` for ``job`` and returns spark-submit's argv and properties.
 
-    Raises HdfsCheckFailed (a missing input, an existing output under the "fail" policy, a
-    staging failure) or WorkdirError; nothing is written before the HDFS checks pass.
+    ``python_env`` is the job's own environment (its model's packages), built already: its
+    lines head the job's log, under the warnings. Raises HdfsCheckFailed (a missing input, an
+    existing output under the "fail" policy, a staging failure) or WorkdirError; nothing is
+    written before the HDFS checks pass.
     """
     argv = build_argv(settings, job, workdir, spark_submit)
-    properties = spark_properties(settings, job, spark_defaults(settings))
+    properties = spark_properties(settings, job, spark_defaults(settings), python_env)
     if isinstance(job.spec, JobSpec) and needs_hdfs(job.spec):  # a script job's files: Spark's
         hdfs.check(job.spec)
     render(job.spec, workdir, job_id, job.settings.conf)
     if ships_daemon(settings, job):
         write_file(Path(workdir), DAEMON_FILENAME, daemon_source().encode("utf-8"))
-    if job.warnings:
-        log = Path(workdir) / LOG_FILENAME
-        with open(log, "a", encoding="utf-8", opener=_open_private) as out:
-            out.writelines(f"{WARNING_PREFIX}{warning}\n" for warning in job.warnings)
+    lines = [f"{WARNING_PREFIX}{warning}" for warning in job.warnings]
+    lines += python_env.log_lines if python_env is not None else ()
+    if lines:
+        append_log(Path(workdir) / LOG_FILENAME, lines)
     hdfs.stage(workdir, job_id)
     # After staging: the properties may hold the cluster's secret, which never leaves this host.
     write_file(Path(workdir), PROPERTIES_FILENAME, properties_text(properties).encode("utf-8"))
@@ -70,6 +73,12 @@ def spark_defaults(settings: Settings) -> dict[str, str]:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkdirError(f"cannot read the Spark defaults {str(path)!r} (spark.conf_dir): {exc}") from exc
+
+
+def append_log(path: Path, lines) -> None:
+    """Appends ``lines`` to a job's log (a private file, never through a link)."""
+    with open(path, "a", encoding="utf-8", opener=_open_private) as out:
+        out.writelines(f"{line}\n" for line in lines)
 
 
 def _open_private(path: str, flags: int) -> int:

@@ -26,6 +26,7 @@ directory is visible, a hidden directory inside a local root is not.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -33,7 +34,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from . import __file__ as package_init
 from .command import spark_home
@@ -234,10 +235,24 @@ class Sandbox:
     def __init__(self, bwrap: str, settings: Settings, env: Mapping[str, str]):
         self.bwrap, self.settings, self.host_env = bwrap, settings, dict(env)
 
-    def argv(self, workdir: Path, scratch: Path) -> list[str]:
-        """bwrap's argv for a run in ``workdir``. The host is looked at again for each run: a
-        hidden directory made since (a cluster started later) is hidden from it too."""
-        return bwrap_argv(self.bwrap, host_view(self.settings, self.host_env), workdir, scratch)
+    def argv(self, workdir: Path, scratch: Path, read_only: Sequence[str] = ()) -> list[str]:
+        """bwrap's argv for a run in ``workdir``, which sees ``read_only`` too (its own Python
+        environment). The host is looked at again for each run: a hidden directory made since
+        (a cluster started later) is hidden from it too."""
+        view = host_view(self.settings, self.host_env)
+        if read_only:
+            view = dataclasses.replace(view, installs=_unique([*view.installs, *read_only]))
+        return bwrap_argv(self.bwrap, view, workdir, scratch)
+
+    def build_argv(self, workdir: Path, scratch: Path, writable: Sequence[str],
+                   read_only: Sequence[str]) -> list[str]:
+        """bwrap's argv for a build of a model's environment in ``workdir``: it sees what a job
+        sees and ``read_only`` (package indexes on this host), but writes only ``workdir`` and
+        ``writable`` (uv's download cache), not the local roots."""
+        view = host_view(self.settings, self.host_env)
+        view = dataclasses.replace(view, roots=_unique(writable),
+                                   installs=_unique([*view.installs, *read_only]))
+        return bwrap_argv(self.bwrap, view, workdir, scratch)
 
     def env(self, env: Mapping[str, str]) -> dict[str, str]:
         """The environment of a run in the sandbox, from spark-submit's ``env``."""

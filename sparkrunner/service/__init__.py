@@ -24,7 +24,7 @@ from typing import Iterable
 from ..admission import AdmittedJob, Origin, admit
 from ..command import child_env
 from ..config import Settings
-from ..errors import DataDirInUse
+from ..errors import DataDirInUse, FieldError, JobInvalid
 from ..launcher import Launcher
 from ..progress import Progress
 from ..sandbox import choose
@@ -73,7 +73,8 @@ class JobService:
             if self.warm_unavailable and settings.warm.enabled:
                 log.warning("Jobs run cold: %s.", self.warm_unavailable)
             # At least one slot: the configuration checks it.
-            self.runner = Runner(self.store, Launcher(settings, sandbox), self.jobs_dir,
+            self.launcher = Launcher(settings, sandbox, environments=self.data_dir / "environments")
+            self.runner = Runner(self.store, self.launcher, self.jobs_dir,
                                  settings.service.max_concurrent_jobs, self._admit_stored,
                                  self.warm, settings.warm.max_concurrent_jobs)
             self.tracker = ProgressTracker(self.store)
@@ -115,6 +116,7 @@ class JobService:
         nothing new is stored or run.
         """
         job = admit(document, self.settings, Origin.SERVICE, self.data_dir, self.warm_unavailable)
+        self._check_requirements(job)
         spec = job.spec
         timeout = spec.timeout_seconds or self.settings.service.default_timeout_seconds or None
         record, created = self.store.create(
@@ -167,6 +169,21 @@ class JobService:
         return self.files.log_tail(record, lines)
 
     # -- parts ------------------------------------------------------------------------------
+
+    def _check_requirements(self, job: AdmittedJob) -> None:
+        """Refuses a job whose model names packages the indexes cannot resolve (an unknown
+        package, a version or a wheel that does not exist here), with the installer's words.
+
+        Here rather than in :func:`admit`, which opens nothing over the network; a set whose
+        environment is built already, or ``environments.check_on_submit: false``, skips it.
+        """
+        if job.requirements is None or not self.settings.environments.check_on_submit:
+            return
+        problem = self.launcher.environments.check(job.requirements)
+        if problem:
+            raise JobInvalid([FieldError(job.requirements.source,
+                                         f"its packages {' '.join(job.requirements.lines)} cannot "
+                                         f"be installed: {problem}")])
 
     def _admit_stored(self, record: JobRecord) -> AdmittedJob:
         """A stored job admitted again, under the configuration in force now (after a restart)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..admission import AdmittedJob
-from ..errors import HdfsCheckFailed, IllegalMove
+from ..errors import EnvironmentFailed, HdfsCheckFailed, IllegalMove
 from ..launcher import CANCELLED_REASON, Launcher, LogWatcher, Outcome, SparkSubmit
 from ..prepare import WARNING_PREFIX
 from ..states import ACTIVE_STATES, JobStatus
@@ -200,6 +200,9 @@ class Runner:
         except HdfsCheckFailed as exc:
             log.warning("Job %s fails its HDFS checks: %s", record.id, exc)
             self._end_unstarted(record.id, f"before spark-submit: {exc}")
+        except EnvironmentFailed as exc:  # the installer's own lines say why; the log has all
+            log.warning("Job %s: %s", record.id, exc)
+            self._end_unstarted(record.id, str(exc))
         except Exception as exc:  # one job's trouble must never wedge the queue behind it
             log.warning("Job %s cannot start: %s", record.id, exc)
             self._end_unstarted(record.id, f"cannot start: {exc}")
