@@ -195,3 +195,4 @@ def test_every_error_class_has_its_exit_code():
     assert exit_code(errors.ClusterUsageError("x")) == 2 and exit_code(errors.ClusterError("x")) == 1
     assert exit_code(errors.StoreError("x")) == 3 and exit_code(errors.DataDirInUse("x")) == 2
     assert exit_code(errors.HdfsCheckFailed([])) == 1 and exit_code(errors.ConfigError("x")) == 2
+    assert exit_code(errors.EnvironmentFailed("x")) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import (ClusterError, ConfigError, DataDirInUse, HdfsCheckFailed, JobInvalid,
+from ..errors import (ClusterError, ConfigError, DataDirInUse, EnvironmentFailed, HdfsCheckFailed, JobInvalid,
                       JobNotFound, RequestRefused, ServiceUnavailable, SparkNotFound, SparkRunnerError, StoreError,
                       UsageError, WorkdirError)
 
@@ -27,6 +27,7 @@ EXIT_CODES: tuple[tuple[type[SparkRunnerError], int], ...] = (
     (WorkdirError, EXIT_INVALID),  # e.g. --workdir is not empty
     (DataDirInUse, EXIT_INVALID),  # --data-dir is another service's
     (HdfsCheckFailed, EXIT_FAILED),  # the job failed before spark-submit
+    (EnvironmentFailed, EXIT_FAILED),  # so did its Python environment's build
     (ClusterError, EXIT_FAILED),
 )
 
