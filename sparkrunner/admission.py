@@ -10,7 +10,9 @@ or a script job, ``SPARK_SCRIPT_JOB`` (:mod:`sparkrunner.script`, what Livy's ba
 Both go through the same settings policy and location rules.
 
 Pure: no file is written, nothing is opened over the network (a script job's local file is only
-looked for: it must exist).
+looked for: it must exist). One exception reads: an MLflow model's directory, once its location
+is accepted, gives its small text files (``MLmodel``, ``requirements.txt``): the signature and the
+pip requirements, which are checked against what is installed here.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
     locations = job_locations(doc, scored=spec is not None and spec.scoring is not None)
     errors += setting_errors + location_problems(locations, settings.policy, data_dir,
                                                  local=origin is Origin.SERVICE)
+    mlflow_warnings: list[str] = []
+    if spec is not None and spec.scoring is not None and spec.scoring.mlflow is not None:
+        spec, mlflow_errors, mlflow_warnings = _with_mlflow_model(spec, errors)
+        errors += mlflow_errors
     execution = None
     if spec is not None and resolved is not None:
         execution, mode_errors = decide(spec, resolved, doc, warm_unavailable=warm_unavailable,
@@ -90,8 +96,19 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
     if errors or spec is None or resolved is None or execution is None:
         raise JobInvalid(errors)
     return AdmittedJob(spec=spec, settings=resolved,
-                       warnings=_with_unchecked(list(resolved.warnings), locations, settings),
+                       warnings=_with_unchecked([*resolved.warnings, *mlflow_warnings], locations, settings),
                        execution=execution)
+
+
+def _with_mlflow_model(spec: JobSpec, errors: list[FieldError]) -> tuple[JobSpec, list[FieldError], list[str]]:
+    """An MLflow model's job completed from its model directory (:func:`mlflow_model.resolve`),
+    which is read only once its location is accepted: a refused path is never opened."""
+    from . import mlflow_model  # its YAML and packaging imports only for MLflow jobs
+
+    where = mlflow_model.asset_path(spec.document, spec.scoring.mlflow.url)
+    if any(e.path == where for e in errors):
+        return spec, [], []
+    return mlflow_model.resolve(spec)
 
 
 def _with_unchecked(warnings: list[str], locations: list[Location], settings: Settings) -> tuple[str, ...]:
