@@ -366,8 +366,21 @@ def score_batches(job, columns, batches):
         scored = score_batch(fn, batch, job["plan"])
         rows = pd.concat([scored.outputs, scored.rejected]) if len(scored.rejected) else scored.outputs
         if len(rows):
-            yield rows.reindex(columns=columns)  # columns the schema lacks are dropped, missing ones null
+            yield _in_columns(rows, columns)
         yield _tally_row(columns, len(batch), scored.scored)
+
+
+def _in_columns(rows, columns):
+    """``rows`` with exactly ``columns``: those the schema lacks dropped, missing ones null.
+
+    Missing ones are None (object), not reindex's NaN: an all-NaN float column does not convert
+    to a string column (pyarrow gives a ChunkedArray, which Spark cannot take), as a batch with
+    no rejected record would have in its reason column."""
+    framed = rows.reindex(columns=columns)
+    for name in columns:
+        if name not in rows.columns:
+            framed[name] = pd.Series([None] * len(framed), index=framed.index, dtype=object)
+    return framed
 
 
 def _tally_row(columns, read, scored):
