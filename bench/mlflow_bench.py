@@ -50,7 +50,7 @@ NAMES = ("sparkrunner", "spark_udf")
 
 
 class Bench:
-    def __init__(self, work: Path, rows: int):
+    def __init__(self, work: Path, rows: int, check: bool = True):
         import pickle
 
         import mlflow.sklearn
@@ -59,6 +59,7 @@ class Bench:
 
         os.environ["PYSPARK_PYTHON"] = sys.executable
         self.work = work
+        self.check_input = check
         self.data = make_data(work, rows)
         model = pickle.loads(train(work).read_bytes())
         self.model_dir = work / "mlflow-model"
@@ -100,7 +101,8 @@ class Bench:
         asset = lambda name, path: {"assetType": "EXTERNAL_FILE", "name": name,  # noqa: E731
                                     "fileUrl": path.as_uri(), "fileFormat": "PARQUET"}
         doc = {"model": {"storedModel": {
-                   "modelMetaData": {"type": "MLFLOW", "name": "bench-mlflow"},
+                   "modelMetaData": {"type": "MLFLOW", "name": "bench-mlflow",
+                                     "enableInputSchemaChecking": self.check_input},
                    "modelAssets": [{"assetType": "EXTERNAL_FILE", "name": "model", "fileUrl": str(self.model_dir)}]}},
                "inputData": [asset("in", self.data)], "outputData": [asset("out", self.output("sparkrunner"))],
                "idField": "id"}
@@ -129,11 +131,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-check", action="store_true",
+                        help="sparkrunner without checking records against the signature (on by default)")
     parser.add_argument("--work", type=Path, default=REPO / "build" / "bench-mlflow")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(args.work.resolve(), args.rows)
-    print(f"{args.rows:,} rows, {args.rounds} alternating rounds, local[2], one BLAS thread per process", flush=True)
+    bench = Bench(args.work.resolve(), args.rows, check=not args.no_check)
+    print(f"{args.rows:,} rows, {args.rounds} alternating rounds, local[2], one BLAS thread per process; "
+          f"sparkrunner {'without' if args.no_check else 'with'} input checking", flush=True)
     times: dict[str, list[float]] = {name: [] for name in NAMES}
     for round_ in range(args.rounds):
         order = NAMES if round_ % 2 == 0 else NAMES[::-1]  # each goes first in turn
