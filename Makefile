@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast check-java venv cluster-up cluster-down bench-overhead bench-api bench-cluster bench-scoring bench-sandbox bench-warm bench-envs clean
+.PHONY: demo test test-fast check-java venv cluster-up cluster-down bench-overhead bench-api bench-cluster bench-scoring bench-sandbox bench-warm bench-mlflow bench-envs clean
 
 demo: check-java $(STAMP)
 	$(PY) jobs/demo.py build/demo
@@ -57,7 +57,7 @@ bench-envs: check-java $(STAMP)
 bench-warm: check-java $(STAMP)
 	$(PY) bench/warm.py
 
-# mlflow is for this benchmark only, so it gets a venv of its own.
+# The scoring benchmarks (bench-scoring, bench-mlflow) get a venv of their own, with mlflow.
 BENCH_VENV := build/bench-venv
 $(BENCH_VENV)/.installed: pyproject.toml
 	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
@@ -66,6 +66,9 @@ $(BENCH_VENV)/.installed: pyproject.toml
 
 bench-scoring: check-java $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/scoring.py $(BENCH_ARGS)
+
+bench-mlflow: check-java $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/mlflow_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -10,9 +10,11 @@ or a script job, ``SPARK_SCRIPT_JOB`` (:mod:`sparkrunner.script`, what Livy's ba
 Both go through the same settings policy and location rules.
 
 Pure: no file is written, nothing is opened over the network (a script job's local file is only
-looked for: it must exist; a model's local ``requirements.txt`` attachment is read). Whether a
-model's packages can be resolved is asked of the indexes later, by the service at submit time
-(:meth:`sparkrunner.service.JobService.submit`), not here.
+looked for: it must exist). Two exceptions read: a model's local ``requirements.txt``
+attachment, and an MLflow model's directory, once its location is accepted, for its small text
+files (``MLmodel``, ``requirements.txt``): the signature and the pip requirements, which are
+checked against what is installed here. Whether a model's packages can be resolved is asked of
+the indexes later, by the service at submit time (:meth:`sparkrunner.service.JobService.submit`).
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
     requirements, requirement_errors = requirements_of(doc, settings.limits.max_asset_bytes,
                                                        refused=frozenset(e.path for e in location_errors))
     errors += requirement_errors
+    mlflow_warnings: list[str] = []
+    if spec is not None and spec.scoring is not None and spec.scoring.mlflow is not None:
+        spec, mlflow_errors, mlflow_warnings = _with_mlflow_model(spec, errors)
+        errors += mlflow_errors
     execution = None
     if spec is not None and resolved is not None:
         execution, mode_errors = decide(spec, resolved, doc, warm_unavailable=warm_unavailable,
@@ -98,8 +104,19 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
     if errors or spec is None or resolved is None or execution is None:
         raise JobInvalid(errors)
     return AdmittedJob(spec=spec, settings=resolved,
-                       warnings=_with_unchecked(list(resolved.warnings), locations, settings),
+                       warnings=_with_unchecked([*resolved.warnings, *mlflow_warnings], locations, settings),
                        execution=execution, requirements=requirements)
+
+
+def _with_mlflow_model(spec: JobSpec, errors: list[FieldError]) -> tuple[JobSpec, list[FieldError], list[str]]:
+    """An MLflow model's job completed from its model directory (:func:`mlflow_model.resolve`),
+    which is read only once its location is accepted: a refused path is never opened."""
+    from . import mlflow_model  # its YAML and packaging imports only for MLflow jobs
+
+    where = mlflow_model.asset_path(spec.document, spec.scoring.mlflow.url)
+    if any(e.path == where for e in errors):
+        return spec, [], []
+    return mlflow_model.resolve(spec)
 
 
 def _with_unchecked(warnings: list[str], locations: list[Location], settings: Settings) -> tuple[str, ...]:

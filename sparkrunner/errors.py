@@ -61,6 +61,11 @@ class SparkNotFound(SparkRunnerError):
     """No spark-submit could be found."""
 
 
+class MlflowModelError(SparkRunnerError):
+    """An MLflow model directory cannot be read (no MLmodel, no python_function flavor, bad YAML);
+    admission turns it into a FieldError on the attachment's fileUrl."""
+
+
 class SandboxUnavailable(ConfigError):
     """Jobs must run in a sandbox (``sandbox: on``, or several users), and bwrap cannot make one here."""
 

@@ -111,7 +111,7 @@ def cold_reason(spec: Any, settings: ResolvedSettings, asked: str, master: str) 
                 return (f"the model attachment {url!r} is not a local file, and a warm run ships "
                         "only local files to the Python workers")
         return None
-    for source in (spec.primary, *spec.modules):
+    for source in ([spec.primary] if spec.primary else []) + list(spec.modules):
         found = jvm_api_use(source)
         if found:
             return (f"{source.filename} line {found[0]} uses {found[1]}, which Spark Connect "

@@ -23,7 +23,8 @@ from typing import Any, Mapping
 from .config import LimitSettings
 from .errors import FieldError, JobInvalid
 from .workdir import filename_problem
-from .scoringspec import PYTHON_MODEL_TYPE, ScoringPlan, declared_form, plan_scoring, takes_one_record_or_frame
+from .scoringspec import (MLFLOW, MLFLOW_MODEL_TYPE, PYTHON_MODEL_TYPE, ScoringPlan, declared_form,
+                          plan_scoring, takes_one_record_or_frame)
 
 class JobRole(str, Enum):
     """What the job asks the model to do; picked by ``jobType``."""
@@ -67,7 +68,8 @@ class JobSpec:
     job_type: str
     role: JobRole
     name: str
-    primary: SourceFile
+    #: The model's primary source; None for an MLflow model (``modelMetaData.type`` MLFLOW).
+    primary: SourceFile | None
     function: str
     init_function: str | None
     modules: tuple[SourceFile, ...]
@@ -216,9 +218,13 @@ def build(doc: dict) -> JobSpec:
     assets_path = "$.model.storedModel.modelAssets"
     assets = stored["modelAssets"]
 
+    meta = stored.get("modelMetaData") or {}
+    is_mlflow = meta.get("type") == MLFLOW_MODEL_TYPE
     primaries = [i for i, a in enumerate(assets)
                  if a["assetType"] == "SOURCE_CODE" and a.get("primaryModelSource") is True]
-    if len(primaries) != 1:
+    if is_mlflow:
+        errors += _mlflow_model_problems(role, primaries, assets_path)
+    elif len(primaries) != 1:
         found = ", ".join(f"{assets_path}[{i}]" for i in primaries) or "none"
         errors.append(FieldError(
             assets_path,
@@ -238,9 +244,10 @@ def build(doc: dict) -> JobSpec:
         taken[name] = path
         return name
 
-    meta = stored.get("modelMetaData") or {}
     primary = None
     function = init_function = form = None
+    if is_mlflow and role is JobRole.SCORE:
+        function, form = "predict", MLFLOW  # mlflow.pyfunc's PyFuncModel.predict, on each batch
     modules: list[SourceFile] = []
     files: list[InlineFile] = []
     for i, asset in enumerate(assets):
@@ -248,7 +255,7 @@ def build(doc: dict) -> JobSpec:
             continue
         path = f"{assets_path}[{i}]"
         field, name = _source_filename(asset)
-        is_primary = i in primaries[:1]
+        is_primary = i in primaries[:1] and not is_mlflow
         if not name.endswith(".py"):
             name += ".py"  # source is imported as a module, which needs the suffix
         if claim(f"{path}.{field}", name) is None:
@@ -282,12 +289,13 @@ def build(doc: dict) -> JobSpec:
                                  "may not contain newlines or other control characters"))
     if errors:
         raise JobInvalid(errors)
-    assert primary is not None and function is not None
+    assert function is not None and (primary is not None or scoring is not None and scoring.mlflow is not None)
+    default_name = primary.filename.removesuffix(".py") if primary else scoring.mlflow.dirname
     return JobSpec(
         document=doc,
         job_type=job_type,
         role=role,
-        name=str(meta.get("name") or primary.filename.removesuffix(".py")),
+        name=str(meta.get("name") or default_name),
         primary=primary,
         function=function,
         init_function=init_function,
@@ -300,6 +308,21 @@ def build(doc: dict) -> JobSpec:
         timeout_seconds=doc.get("timeoutSeconds"),
         scoring=scoring,
     )
+
+
+def _mlflow_model_problems(role: JobRole, primaries: list[int], assets_path: str) -> list[FieldError]:
+    """What a model of type MLFLOW may not have: it is scored by its MLflow model, with no source."""
+    problems = []
+    if role is not JobRole.SCORE:
+        problems.append(FieldError("$.jobType", (
+            f"is a {role.value} job, and a model of type {MLFLOW_MODEL_TYPE!r} is only scored "
+            "(MODEL_BATCH_JOB): its MLflow model has a predict function and nothing else")))
+    for i in primaries:
+        problems.append(FieldError(f"{assets_path}[{i}].primaryModelSource", (
+            f"is true, and a model of type {MLFLOW_MODEL_TYPE!r} runs no source code of its own: its "
+            "MLflow model directory is scored with mlflow.pyfunc; drop the primary source, or give "
+            "the model another type")))
+    return problems
 
 
 def _external_files(assets: list[dict]) -> tuple[Mapping[str, Any], ...]:

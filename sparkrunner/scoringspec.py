@@ -22,8 +22,13 @@ from .errors import FieldError
 
 RECORD = "record"
 DATAFRAME = "dataframe"
+#: The form of an MLflow model: no source; ``mlflow.pyfunc`` scores each Arrow batch.
+MLFLOW = "mlflow"
 #: ``modelMetaData.type`` of ModelOp's plain (non-Spark) Python models.
 PYTHON_MODEL_TYPE = "PYTHON"
+#: ``modelMetaData.type`` of a model scored by its MLflow model directory, with no source code
+#: (see :mod:`sparkrunner.mlflow_model`).
+MLFLOW_MODEL_TYPE = "MLFLOW"
 #: ``fileFormat`` values the distributed path reads and writes, and what each means.
 FILE_FORMATS = {"CSV": "CSV with a header line", "JSON": "JSON lines", "PARQUET": "Parquet"}
 #: ``assetRole`` of the output asset that receives rejected records.
@@ -48,6 +53,18 @@ class DataAsset:
 
 
 @dataclass(frozen=True)
+class MlflowPlan:
+    """Where an MLflow model (``modelMetaData.type`` MLFLOW) is, and what its signature says the
+    model takes (filled in at admission, from the directory: :mod:`sparkrunner.mlflow_model`)."""
+
+    url: str  # the model directory's fileUrl
+    dirname: str  # the last part of url: the workers find the directory under this name
+    #: MLflow's type of each input column the signature names, in its order; the workers hand
+    #: the model these columns, in these dtypes. Empty: every input column, as read.
+    input_types: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class ScoringPlan:
     """Everything the distributed path needs besides the model's source."""
 
@@ -56,11 +73,12 @@ class ScoringPlan:
     inputs: tuple[DataAsset, ...]
     output: DataAsset
     rejected: DataAsset
-    input_fields: tuple[dict, ...] | None  # field rules from inputSchema (see _rule)
+    input_fields: tuple[dict, ...] | None  # field rules from inputSchema (see field_rule)
     output_fields: tuple[dict, ...] | None
     check_input: bool
     check_output: bool
     attachments: tuple[str, ...]  # fileUrls of the model's EXTERNAL_FILE assets
+    mlflow: MlflowPlan | None = None  # the MLFLOW form's model
 
     def as_metadata(self) -> dict:
         """The plan as plain lists and dicts, fit for a Python literal."""
@@ -125,7 +143,10 @@ def plan_scoring(doc: Mapping[str, Any], form: str, errors: list[FieldError]) ->
             f"needs at least one input file ({_formats()})")))
     output, rejected = _outputs(doc.get("outputData", []), errors)
     id_field = doc.get("idField")
-    check_input = bool(meta.get("enableInputSchemaChecking"))
+    mlflow = _mlflow_plan(doc["model"]["storedModel"]["modelAssets"], errors) if form == MLFLOW else None
+    # An MLflow model's signature is its input schema, checked unless the job turns checking off:
+    # mlflow.pyfunc refuses a whole batch for one record that does not conform.
+    check_input = bool(meta.get("enableInputSchemaChecking", form == MLFLOW))
     check_output = bool(meta.get("enableOutputSchemaChecking"))
     # Strict only where the path acts: the input schema is needed when input checking is on
     # (otherwise one it cannot read is ignored, and CSV types are inferred); the output schema's
@@ -135,6 +156,8 @@ def plan_scoring(doc: Mapping[str, Any], form: str, errors: list[FieldError]) ->
     for flag, fields, schema in (("enableInputSchemaChecking", input_fields, "inputSchema"),
                                  ("enableOutputSchemaChecking", output_fields, "outputSchema")):
         path = f"{META}.{schema}"
+        if form == MLFLOW:
+            continue  # the model's signature may give it, which admission reads
         if meta.get(flag) and fields is None and not any(e.path.startswith(path) for e in errors):
             errors.append(FieldError(f"{META}.{flag}", f"is true, but {path} is missing or empty: "
                                                        "give the schema records are checked against"))
@@ -145,7 +168,28 @@ def plan_scoring(doc: Mapping[str, Any], form: str, errors: list[FieldError]) ->
         input_fields=input_fields, output_fields=output_fields,
         check_input=check_input, check_output=check_output,
         attachments=tuple(a["fileUrl"] for _, a in _external(doc["model"]["storedModel"]["modelAssets"])),
+        mlflow=mlflow,
     )
+
+
+#: ``assetRole`` that marks which model attachment is the MLflow model, where there are several.
+MLFLOW_MODEL_ROLE = "MLFLOW_MODEL"
+
+
+def _mlflow_plan(assets: list[dict], errors: list[FieldError]) -> MlflowPlan | None:
+    """The MLflow model's attachment: the EXTERNAL_FILE model asset whose assetRole is
+    MLFLOW_MODEL, else the first EXTERNAL_FILE model asset."""
+    attachments = _external(assets)
+    marked = [a for _, a in attachments if a.get("assetRole") == MLFLOW_MODEL_ROLE]
+    chosen = (marked or [a for _, a in attachments] or [None])[0]
+    if chosen is None:
+        errors.append(FieldError("$.model.storedModel.modelAssets", (
+            f"holds no EXTERNAL_FILE asset: a model of type {MLFLOW_MODEL_TYPE!r} is scored by its "
+            "MLflow model, an EXTERNAL_FILE asset whose fileUrl is the directory mlflow saved "
+            f"(with an MLmodel file; mark it with assetRole {MLFLOW_MODEL_ROLE} among several)")))
+        return None
+    url = chosen["fileUrl"]
+    return MlflowPlan(url=url, dirname=url.rstrip("/").rsplit("/", 1)[-1])
 
 
 def _external(assets: list[dict]) -> list[tuple[int, dict]]:
@@ -255,8 +299,8 @@ def _read_schema(schema: Any, path: str, problems: list[FieldError], checked: bo
     return None
 
 
-def _rule(name: str, type_: str | None, nullable: bool, enum=None, minimum=None, maximum=None,
-          optional: bool = False) -> dict:
+def field_rule(name: str, type_: str | None, nullable: bool, enum=None, minimum=None, maximum=None,
+               optional: bool = False) -> dict:
     """One field's rule; ``optional``: the field may be absent from the input altogether."""
     return {"name": name, "type": type_, "nullable": nullable, "enum": enum,
             "minimum": minimum, "maximum": maximum, "optional": optional}
@@ -283,7 +327,7 @@ def _json_schema_rules(schema: dict, path: str, problems: list[FieldError], chec
                 f"is {prop['type']!r}: give one of {', '.join(_JSON_TYPES)}, optionally with \"null\"")))
             continue
         nullable = "null" in types or name not in required
-        rules.append(_rule(name, known[0] if known else None, nullable, prop.get("enum"),
+        rules.append(field_rule(name, known[0] if known else None, nullable, prop.get("enum"),
                            prop.get("minimum"), prop.get("maximum")))
     return rules
 
@@ -305,7 +349,7 @@ def _field_rules(fields: list, where, problems: list[FieldError]) -> list[dict]:
             continue
         type_, nullable, enum = kind
         optional = field.get("scoringOptional") is True
-        rules.append(_rule(field["name"], type_, nullable or optional, enum, optional=optional))
+        rules.append(field_rule(field["name"], type_, nullable or optional, enum, optional=optional))
     return rules
 
 

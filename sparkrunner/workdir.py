@@ -108,8 +108,10 @@ def warm_session(spec: JobSpec, spark_conf: Mapping[str, str]) -> dict:
     job's resolved settings, what a cold run gets), applied with ``spark.conf.set``;
     ``artifacts``, the files a cold run ships with ``--py-files`` (``kind`` "pyfile"), ``--files``
     and ``addFile`` ("file"), added as session artifacts so that the Python workers find them as
-    a cold run's do; ``cold_only``, why the job cannot run warm at all (a model attachment that
-    is not a local file: artifacts are uploaded from the client), one sentence each.
+    a cold run's do; an MLflow model's directory ("directory", with the ``name`` the workers
+    find it under) is zipped by the driver and added as an archive, which Spark unpacks, since
+    artifacts are files; ``cold_only``, why the job cannot run warm at all (a model attachment
+    that is not a local file: artifacts are uploaded from the client), one sentence each.
 
     A path is a working directory's file name, or a model attachment's local path as the job
     gave it. A cold run ignores all of it.
@@ -123,6 +125,8 @@ def warm_session(spec: JobSpec, spark_conf: Mapping[str, str]) -> dict:
         if path is None:
             cold_only.append(f"the model attachment {url!r} is not a local file, and a warm run "
                              "ships only local files to the Python workers")
+        elif spec.scoring.mlflow is not None and url == spec.scoring.mlflow.url:
+            artifacts.append({"path": path, "kind": "directory", "name": spec.scoring.mlflow.dirname})
         else:
             artifacts.append({"path": path, "kind": "file"})
     sql_conf = {key: spark_conf[key] for key in sorted(spark_conf) if key.startswith("spark.sql.")}
@@ -136,7 +140,7 @@ def metadata_source(spec: JobSpec, job_id: str, spark_conf: Mapping[str, str] | 
     values = {
         "job_id": job_id,
         "job_type": spec.job_type,
-        "primary_source": spec.primary.filename,
+        "primary_source": spec.primary.filename if spec.primary else None,
         "function_role": spec.role.value,
         "method_to_be_executed": spec.function,
         "init_function": spec.init_function,
@@ -192,8 +196,9 @@ def job_files(spec: JobSpec | ScriptSpec, job_id: str,
         if spec.local_path is not None:
             files[spec.filename] = read_script(spec)  # what ran stays with the job
         return files
-    files = {spec.primary.filename: spec.primary.text.encode("utf-8"),
-             METADATA_FILENAME: metadata_source(spec, job_id, spark_conf).encode("utf-8"), **common}
+    files = {METADATA_FILENAME: metadata_source(spec, job_id, spark_conf).encode("utf-8"), **common}
+    if spec.primary is not None:  # an MLflow model has none
+        files[spec.primary.filename] = spec.primary.text.encode("utf-8")
     if spec.scoring:
         files[SCORING_FILENAME] = scoring_source().encode("utf-8")
     files.update((m.filename, m.text.encode("utf-8")) for m in spec.modules)

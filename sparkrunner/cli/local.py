@@ -91,8 +91,11 @@ def cmd_validate(args) -> int:
     counts = f"{len(spec.inputs)} input(s), {len(spec.outputs)} output(s), {len(spec.attachments)} attachment(s)"
     init = f", init {spec.init_function}()" if spec.init_function else ""
     path = f", on each {spec.scoring.form} on the Python workers" if spec.scoring else ""
+    if spec.scoring and spec.scoring.mlflow:
+        path = ", with mlflow.pyfunc on each batch on the Python workers"
+    where = spec.primary.filename if spec.primary else f"the MLflow model {spec.scoring.mlflow.url}"
     print(f"ok: {spec.job_type} job {spec.name!r} calls {spec.role.value} function "
-          f"{spec.function}(){init} in {spec.primary.filename}{path}; {counts}")
+          f"{spec.function}(){init} in {where}{path}; {counts}")
     execution = job.execution
     print(f"execution: {'warm where warm jobs run (the service, run --warm)' if execution.warm else 'cold'}"
           f": {execution.reason}")

@@ -123,6 +123,19 @@ def set_up_warm_session(spark, setup, workdir):
         paths = [os.path.join(workdir, a["path"]) for a in setup["artifacts"] if a["kind"] == kind]
         if paths:
             spark.addArtifacts(*paths, pyfile=kind == "pyfile", file=kind == "file")
+    for artifact in setup["artifacts"]:
+        if artifact["kind"] == "directory":
+            spark.addArtifacts(zipped(artifact, workdir), archive=True)
+
+
+def zipped(artifact, workdir):
+    """A directory artifact (an MLflow model) as ``archive.zip#name``: artifacts are files, and
+    Spark unpacks an archive into a directory of that name beside the session's other files."""
+    import shutil
+
+    base = os.path.join(workdir, "sparkrunner_archive_" + re.sub(r"\W", "_", artifact["name"]))
+    archive = shutil.make_archive(base, "zip", root_dir=os.path.join(workdir, artifact["path"]))
+    return "%s#%s" % (archive, artifact["name"])
 
 
 def _effective(conf, key):
@@ -327,8 +340,10 @@ def calls(job, model, spark):
     if plan:
         import sparkrunner_scoring
 
-        with open(job.primary_source, encoding="utf-8") as f:
-            source = f.read()
+        source = None  # an MLflow model has no source: the plan names its directory
+        if job.primary_source:
+            with open(job.primary_source, encoding="utf-8") as f:
+                source = f.read()
         described = {"source": source, "filename": job.primary_source, "key": job.job_id,
                      "function": job.method_to_be_executed, "init": job.init_function}
         return [(label, lambda: sparkrunner_scoring.run(spark, plan, described))]

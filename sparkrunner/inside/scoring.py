@@ -5,6 +5,10 @@ model's source. It reads every input by its fileFormat, applies the model's one-
 function to Arrow batches with ``mapInPandas`` on the Python workers, and writes the scores, and
 rejected records when schema checking is on, in their fileFormat.
 
+An MLflow model (``modelMetaData.type`` MLFLOW) has no source: its directory, a model attachment,
+is loaded with ``mlflow.pyfunc.load_model`` instead, and its ``predict`` takes each batch as a
+DataFrame function would.
+
 Each Python worker process loads the model's source and calls its init function once, the first
 time it needs the model, from Spark's directory of shipped files (the worker's working directory
 on a cluster), so ``open("model.pkl", "rb")`` finds a model attachment or a FILE asset. Spark
@@ -34,6 +38,14 @@ import pandas as pd
 
 RECORD = "record"
 DATAFRAME = "dataframe"
+#: An MLflow model (no source): mlflow.pyfunc scores each batch, as a DataFrame function would.
+MLFLOW = "mlflow"
+#: The column of a single unnamed output (sparkrunner/mlflow_model.py names it so too).
+PREDICTION = "prediction"
+#: MLflow's column types -> the numpy dtype a column is handed to the model in, when it has no
+#: missing value (mlflow.pyfunc refuses, say, a float64 column for a long one).
+MLFLOW_DTYPES = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32",
+                 "boolean": "bool"}
 #: Rows of the first input the model scores to infer the output schema when none is given.
 SAMPLE_ROWS = 100
 # Extra columns of the combined frame when checking is on; a rejected row has a reason.
@@ -64,7 +76,7 @@ def run(spark, plan, model):
     ``source`` and ``filename``, the ``function`` and ``init`` names and a ``key`` unique to the job.
     """
     ship_attachments(spark, plan)
-    job = {"plan": plan, "model": dict(model, key=_model_key(model))}
+    job = {"plan": plan, "model": dict(model, key=_model_key(model), mlflow=_mlflow_model(plan))}
     inputs = read_inputs(spark, plan)
     scores_schema = output_schema(spark, inputs, job)
     checking = plan["check_input"] or plan["check_output"]
@@ -81,14 +93,25 @@ def run(spark, plan, model):
     return {name: counts[name] for name in COUNTERS}
 
 
+def _mlflow_model(plan):
+    """An MLflow model's part of the plan, with the output columns its unnamed outputs take."""
+    if not plan.get("mlflow"):
+        return None
+    names = [rule["name"] for rule in plan["output_fields"] or () if rule["name"] != plan["id_field"]]
+    return dict(plan["mlflow"], output_names=names)
+
+
 def ship_attachments(spark, plan):
     """Makes the model attachments reach the Python workers' directory of shipped files: on a
     cold run with ``SparkContext.addFile`` (which also fetches hdfs and http URLs); a warm run
     (Spark Connect: no SparkContext) has them already, added by the driver as session artifacts."""
     if _is_connect(spark):
         return
+    model_dir = (plan.get("mlflow") or {}).get("url")
     for url in plan["attachments"]:
-        spark.sparkContext.addFile(url)  # fetched into each worker's working directory, as ModelOp promises
+        # fetched into each worker's working directory, as ModelOp promises; a directory (an
+        # MLflow model) with everything in it
+        spark.sparkContext.addFile(url, recursive=url == model_dir)
 
 
 def _is_connect(spark):
@@ -258,6 +281,8 @@ def _load_and_init(model):
     # Attachments and FILE assets are here: on a cluster it is already the working directory,
     # in local mode it is the driver's directory of shipped files.
     os.chdir(SparkFiles.getRootDirectory())
+    if model.get("mlflow"):
+        return MlflowScorer(model["mlflow"])
     name = "sparkrunner_model_" + model["key"][:16]
     module = types.ModuleType(name)
     module.__file__ = os.path.abspath(model["filename"])
@@ -268,6 +293,71 @@ def _load_and_init(model):
     return getattr(module, model["function"])
 
 
+class MlflowScorer:
+    """An MLflow model as a DataFrame score function: its signature's columns in, in the dtypes
+    it names; ``predict``'s answer (a DataFrame, Series, array or dict) out as a DataFrame with the
+    input's index. Built once per Python worker: ``mlflow.pyfunc.load_model`` runs here once."""
+
+    def __init__(self, plan_model):
+        try:
+            import mlflow.pyfunc
+        except ImportError as exc:
+            raise ScoringError("MLflow is not installed where the model is scored: "
+                               "pip install 'sparkrunner[mlflow]'") from exc
+        self.model = mlflow.pyfunc.load_model(os.path.abspath(plan_model["dirname"]))
+        self.input_types = [tuple(pair) for pair in plan_model["input_types"]]
+        self.output_names = plan_model.get("output_names") or []
+
+    def __call__(self, frame):
+        if not len(frame):
+            return pd.DataFrame(index=frame.index)
+        return self.as_frame(self.model.predict(self.model_input(frame)), frame.index)
+
+    def model_input(self, frame):
+        """The signature's columns of ``frame`` (all of them without one), in its dtypes."""
+        if not self.input_types:
+            return frame
+        columns = {}
+        for name, mlflow_type in self.input_types:
+            if name not in frame.columns:
+                continue  # an optional column the records lack
+            column = frame[name]
+            dtype = MLFLOW_DTYPES.get(mlflow_type)
+            if dtype and not column.isna().any():
+                column = column.astype(dtype)
+            elif mlflow_type == "string":
+                column = column.astype(object)
+            columns[name] = column
+        return pd.DataFrame(columns, index=frame.index)
+
+    def as_frame(self, out, index):
+        names = self.output_names
+        if isinstance(out, pd.DataFrame):
+            out = out.copy()
+        elif isinstance(out, pd.Series):
+            name = out.name if isinstance(out.name, str) else (names[0] if len(names) == 1 else PREDICTION)
+            out = out.to_frame(name)
+        elif isinstance(out, dict):
+            out = pd.DataFrame(out)
+        else:
+            import numpy as np
+
+            values = np.asarray(out)
+            if values.ndim == 1:
+                out = pd.DataFrame({names[0] if len(names) == 1 else PREDICTION: values})
+            elif values.ndim == 2:
+                columns = names if len(names) == values.shape[1] else [
+                    "%s_%d" % (PREDICTION, i) for i in range(values.shape[1])]
+                out = pd.DataFrame(values, columns=columns)
+            else:
+                raise ScoringError("the MLflow model returned an array of %d dimensions; sparkrunner "
+                                   "writes one or two" % values.ndim)
+        if len(out) != len(index):
+            raise ScoringError("the MLflow model returned %d rows for %d records" % (len(out), len(index)))
+        out.index = index
+        return out
+
+
 def score_batches(job, columns, batches):
     """mapInPandas function: the scores of each batch (and its rejected records), as ``columns``,
     then a tally row saying how many records the batch read and handed to the model."""
@@ -276,8 +366,21 @@ def score_batches(job, columns, batches):
         scored = score_batch(fn, batch, job["plan"])
         rows = pd.concat([scored.outputs, scored.rejected]) if len(scored.rejected) else scored.outputs
         if len(rows):
-            yield rows.reindex(columns=columns)  # columns the schema lacks are dropped, missing ones null
+            yield _in_columns(rows, columns)
         yield _tally_row(columns, len(batch), scored.scored)
+
+
+def _in_columns(rows, columns):
+    """``rows`` with exactly ``columns``: those the schema lacks dropped, missing ones null.
+
+    Missing ones are None (object), not reindex's NaN: an all-NaN float column does not convert
+    to a string column (pyarrow gives a ChunkedArray, which Spark cannot take), as a batch with
+    no rejected record would have in its reason column."""
+    framed = rows.reindex(columns=columns)
+    for name in columns:
+        if name not in rows.columns:
+            framed[name] = pd.Series([None] * len(framed), index=framed.index, dtype=object)
+    return framed
 
 
 def _tally_row(columns, read, scored):
@@ -337,7 +440,7 @@ def rejected_rows(conformed, original, reasons, id_field):
 
 def apply_model(fn, frame, form, id_field):
     """The model's outputs for the records of ``frame``, each carrying its record's id."""
-    if form == DATAFRAME:
+    if form in (DATAFRAME, MLFLOW):
         return _apply_to_frame(fn, frame, id_field)
     return _apply_to_records(fn, frame, id_field)
 

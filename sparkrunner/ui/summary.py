@@ -31,9 +31,9 @@ def summarise(record: JobRecord) -> list[tuple[str, Any]]:
         call = f"{spec.role.value} function {spec.function}()"
         if spec.init_function:
             call += f", init {spec.init_function}()"
-        rows += [("Function", f"{call} in {spec.primary.filename}"),
-                 ("Form", f"one {spec.scoring.form.lower()} at a time on the Python workers"
-                  if spec.scoring else "three lists of assets, on the driver"),
+        where = spec.primary.filename if spec.primary else f"the MLflow model {spec.scoring.mlflow.url}"
+        rows += [("Function", f"{call} in {where}"),
+                 ("Form", _form(spec)),
                  ("Inputs", _urls(spec.inputs)), ("Outputs", _urls(spec.outputs)),
                  ("Attachments", _urls(spec.attachments))]
         settings = {**spec.job_parameters, **spec.spark_conf}
@@ -47,3 +47,11 @@ def summarise(record: JobRecord) -> list[tuple[str, Any]]:
         rows.append(("Timeout", f"{record.timeout_seconds:g} s"))
     rows.append(("Warnings", list(record.warnings)))
     return rows
+
+
+def _form(spec) -> str:
+    if spec.scoring is None:
+        return "three lists of assets, on the driver"
+    if spec.scoring.mlflow is not None:
+        return "an MLflow model: mlflow.pyfunc on each batch, on the Python workers"
+    return f"one {spec.scoring.form.lower()} at a time on the Python workers"
