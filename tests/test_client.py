@@ -190,8 +190,9 @@ def test_logs_pages_through_the_whole_log(server, capsys):
 def test_every_error_class_has_its_exit_code():
     kinds = [k for k in vars(errors).values() if isinstance(k, type) and issubclass(k, errors.SparkRunnerError)]
     unlisted = [k.__name__ for k in kinds if not any(issubclass(k, listed) for listed, _ in EXIT_CODES)]
-    # The bases stand for their kinds; IllegalMove never leaves the service.
-    assert sorted(unlisted) == ["ApiError", "IllegalMove", "SparkRunnerError"]
+    # The bases stand for their kinds; IllegalMove never leaves the service, MlflowModelError
+    # never leaves admission (it becomes a FieldError of the job).
+    assert sorted(unlisted) == ["ApiError", "IllegalMove", "MlflowModelError", "SparkRunnerError"]
     assert exit_code(errors.ClusterUsageError("x")) == 2 and exit_code(errors.ClusterError("x")) == 1
     assert exit_code(errors.StoreError("x")) == 3 and exit_code(errors.DataDirInUse("x")) == 2
     assert exit_code(errors.HdfsCheckFailed([])) == 1 and exit_code(errors.ConfigError("x")) == 2
