@@ -32,7 +32,7 @@ from .jobspec import JobSpec, build, check_shape, settings_of
 from .policy import (ATTACHMENT_READ_SCHEMES, READ_SCHEMES, Location, ResolvedSettings,
                      location_problems, resolve_settings)
 from . import script
-from .requirements import Requirements, requirements_of
+from .requirements import Requirements, requirements_of, with_lines
 from .script import ScriptSpec
 
 
@@ -94,8 +94,9 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
     errors += requirement_errors
     mlflow_warnings: list[str] = []
     if spec is not None and spec.scoring is not None and spec.scoring.mlflow is not None:
-        spec, mlflow_errors, mlflow_warnings = _with_mlflow_model(spec, errors)
-        errors += mlflow_errors
+        spec, mlflow_errors, mlflow_warnings, unmet = _with_mlflow_model(spec, errors)
+        requirements, unmet_errors = with_lines(requirements, unmet, _mlflow_model_path(spec))
+        errors += mlflow_errors + unmet_errors
     execution = None
     if spec is not None and resolved is not None:
         execution, mode_errors = decide(spec, resolved, doc, warm_unavailable=warm_unavailable,
@@ -108,15 +109,21 @@ def admit(document: Mapping[str, Any], settings: Settings, origin: Origin = Orig
                        execution=execution, requirements=requirements)
 
 
-def _with_mlflow_model(spec: JobSpec, errors: list[FieldError]) -> tuple[JobSpec, list[FieldError], list[str]]:
+def _with_mlflow_model(spec: JobSpec, errors: list[FieldError]):
     """An MLflow model's job completed from its model directory (:func:`mlflow_model.resolve`),
     which is read only once its location is accepted: a refused path is never opened."""
     from . import mlflow_model  # its YAML and packaging imports only for MLflow jobs
 
-    where = mlflow_model.asset_path(spec.document, spec.scoring.mlflow.url)
-    if any(e.path == where for e in errors):
-        return spec, [], []
+    if any(e.path == _mlflow_model_path(spec) for e in errors):
+        return mlflow_model.Resolved(spec, [], [])
     return mlflow_model.resolve(spec)
+
+
+def _mlflow_model_path(spec: JobSpec) -> str:
+    """The JSON path of an MLflow model job's model directory."""
+    from . import mlflow_model
+
+    return mlflow_model.asset_path(spec.document, spec.scoring.mlflow.url)
 
 
 def _with_unchecked(warnings: list[str], locations: list[Location], settings: Settings) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 import yaml
 
@@ -206,9 +206,12 @@ def _output_rules(specs: list[dict] | None) -> tuple[dict, ...] | None:
 
 @dataclass(frozen=True)
 class RequirementCheck:
-    """What :func:`check_requirements` found: refusals and warnings, one sentence each."""
+    """What :func:`check_requirements` found: the requirement lines this installation does not
+    meet (the job's own environment gets them, :mod:`sparkrunner.environments`), why for each,
+    and warnings, one sentence each."""
 
-    refusals: tuple[str, ...]
+    unmet: tuple[str, ...]
+    reasons: tuple[str, ...]
     warnings: tuple[str, ...]
 
 
@@ -230,8 +233,8 @@ def check_requirements(requirements: list[str] | tuple[str, ...],
                        version_of: Callable[[str], str | None] | None = None) -> RequirementCheck:
     """Each requirement against what is installed, by this rule:
 
-    - a package that is not installed is refused;
-    - an installed version outside the requirement's specifier is refused, except where the
+    - a package that is not installed is unmet;
+    - an installed version outside the requirement's specifier is unmet, except where the
       specifier is an exact pin (``==``, as MLflow writes the saving environment's versions)
       and the installed version has the same major version: that is a warning (the model was
       saved with another release of the same major version);
@@ -244,7 +247,7 @@ def check_requirements(requirements: list[str] | tuple[str, ...],
     from packaging.requirements import InvalidRequirement, Requirement
 
     version_of = version_of or installed_version
-    refusals, warnings = [], []
+    unmet, reasons, warnings = [], [], []
     for line in requirements:
         try:
             requirement = Requirement(line)
@@ -263,14 +266,17 @@ def check_requirements(requirements: list[str] | tuple[str, ...],
                           if (v := version_of(provider))), None)
         if installed is None:
             hint = f" ({INSTALL_HINT})" if name == "mlflow" else ""
-            refusals.append(f"needs {line!r}, and {requirement.name} is not installed{hint}")
+            unmet.append(line)
+            reasons.append(f"needs {line!r}, and {requirement.name} is not installed{hint}")
             continue
         problem = _version_problem(requirement, line, *installed)
         if problem is None:
             continue
         refused, text = problem
-        (refusals if refused else warnings).append(text)
-    return RequirementCheck(tuple(refusals), tuple(warnings))
+        if refused:
+            unmet.append(line)
+        (reasons if refused else warnings).append(text)
+    return RequirementCheck(tuple(unmet), tuple(reasons), tuple(warnings))
 
 
 def _version_problem(requirement, line: str, provider: str, version: str) -> tuple[bool, str] | None:
@@ -301,8 +307,20 @@ def _normalized(name: str) -> str:
 # --- admission: the job's plan completed from the model directory ------------------------------
 
 
-def resolve(spec: "JobSpec") -> tuple["JobSpec", list[FieldError], list[str]]:
-    """(``spec`` with its MLflow model's signature in its scoring plan, problems, warnings).
+class Resolved(NamedTuple):
+    """An MLflow model's job completed from its model directory (:func:`resolve`)."""
+
+    spec: "JobSpec"
+    errors: list[FieldError]
+    warnings: list[str]
+    #: The model's requirement lines this installation does not meet: the job gets an
+    #: environment of its own with them.
+    unmet: tuple[str, ...] = ()
+
+
+def resolve(spec: "JobSpec") -> Resolved:
+    """``spec`` with its MLflow model's signature in its scoring plan, the problems, warnings
+    and the requirements this installation does not meet.
 
     Called by admission, once the model directory's location is accepted: reads the directory
     (small files only), checks its requirements against what is installed, and fills what the
@@ -313,19 +331,21 @@ def resolve(spec: "JobSpec") -> tuple["JobSpec", list[FieldError], list[str]]:
     assert plan is not None and plan.mlflow is not None
     where = asset_path(spec.document, plan.mlflow.url)
     if not mlflow_installed():
-        return spec, [FieldError(where, f"is an MLflow model, and MLflow is not installed here: {INSTALL_HINT}")], []
+        return Resolved(spec, [FieldError(where, f"is an MLflow model, and MLflow is not installed here: {INSTALL_HINT}")], [])
     path = local_path(plan.mlflow.url)
     if path is None:
-        return spec, [FieldError(where, (
+        return Resolved(spec, [FieldError(where, (
             f"{plan.mlflow.url!r} is not a local directory: an MLflow model's directory is read when "
-            "the job is admitted (its signature and requirements), so it must be a local path or file: URL"))], []
+            "the job is admitted (its signature and requirements), so it must be a local path or file: URL"))], [])
     try:
         model = read_model(path)
     except MlflowModelError as exc:
-        return spec, [FieldError(where, str(exc))], []
+        return Resolved(spec, [FieldError(where, str(exc))], [])
     check = check_requirements(model.requirements)
-    errors = [FieldError(where, f"the MLflow model {text}") for text in check.refusals]
+    errors: list[FieldError] = []
     warnings = [f"{where}: the MLflow model {text}" for text in check.warnings]
+    warnings += [f"{where}: the MLflow model {text}: it runs in an environment of its own that has it"
+                 for text in check.reasons]
     meta = spec.document["model"]["storedModel"].get("modelMetaData") or {}
     input_fields = plan.input_fields if plan.input_fields is not None else model.input_fields
     output_fields = plan.output_fields if plan.output_fields is not None else model.output_fields
@@ -338,7 +358,7 @@ def resolve(spec: "JobSpec") -> tuple["JobSpec", list[FieldError], list[str]]:
     resolved = replace(plan, input_fields=input_fields, output_fields=output_fields,
                        check_input=plan.check_input and input_fields is not None,
                        mlflow=replace(plan.mlflow, input_types=tuple(model.input_types.items())))
-    return replace(spec, scoring=resolved), errors, warnings
+    return Resolved(replace(spec, scoring=resolved), errors, warnings, check.unmet)
 
 
 def asset_path(document: Mapping[str, Any], url: str) -> str:

@@ -6,8 +6,9 @@ A model names its packages with a ``requirements.txt`` among its assets:
   (its content travels in the job), or
 - an EXTERNAL_FILE attachment there whose ``filename`` (or the last part of ``fileUrl``) is
   ``requirements.txt`` and whose ``fileUrl`` is a local file (read when the job is admitted);
-- or, for an MLflow model, the requirements MLflow saved with it (:func:`mlflow_requirements`,
-  the one place they plug in).
+- and, for an MLflow model, the requirements MLflow saved with it that this installation does
+  not meet (:func:`sparkrunner.mlflow_model.check_requirements`; admission adds them with
+  :func:`with_lines`).
 
 Only requirement lines are accepted (``name[extras] specifiers ; markers``, as in PEP 508):
 comments and blank lines are skipped; options (``-r``, ``-e``, ``--index-url``, ...) and direct
@@ -116,9 +117,6 @@ def requirements_of(doc: Mapping[str, Any], max_bytes: int,
     reported already): such an attachment is never read.
     """
     found = [*_asset_requirements(doc, max_bytes, refused)]
-    mlflow = mlflow_requirements(doc)
-    if mlflow is not None:
-        found.append(mlflow)
     errors = [error for _, _, error in found if error is not None]
     named = [(path, text) for path, text, error in found if error is None]
     if len(found) > 1:
@@ -181,11 +179,13 @@ def _decoded(data: bytes, path: str) -> tuple[str, FieldError | None]:
         return "", FieldError(path, f"{REQUIREMENTS_FILENAME} is not UTF-8 text")
 
 
-def mlflow_requirements(doc: Mapping[str, Any]) -> tuple[str, str, FieldError | None] | None:
-    """(path, requirements text, problem) of an MLflow model's own requirements; None for a
-    model that is not one.
-
-    The one hook where MLflow models plug in: the MLflow models work returns the pip
-    requirements MLflow saved with the model here. Until then no model is an MLflow one.
-    """
-    return None
+def with_lines(requirements: Requirements | None, lines: tuple[str, ...],
+               source: str) -> tuple[Requirements | None, list[FieldError]]:
+    """``requirements`` with ``lines`` added (an MLflow model's unmet requirements, named by
+    ``source``, the model directory's JSON path); unchanged when there are none."""
+    if not lines:
+        return requirements, []
+    merged, errors = parse("\n".join([*(requirements.lines if requirements else ()), *lines]), source)
+    if errors:
+        return requirements, errors
+    return Requirements(requirements.source if requirements else source, merged), []

@@ -137,13 +137,14 @@ def test_a_directory_without_mlmodel_or_without_a_pyfunc_flavor_is_refused(saved
 # ----- requirements against what is installed
 
 
-def test_requirements_a_missing_package_and_another_major_version_are_refused_a_pin_of_the_same_major_warned():
+def test_requirements_a_missing_package_and_another_major_version_are_unmet_a_pin_of_the_same_major_warned():
     sklearn = installed_version("scikit-learn")
     major = int(sklearn.split(".")[0])
     check = check_requirements([
         "sparkrunner-no-such-package==1.0", f"scikit-learn=={major - 1}.0.0", f"scikit-learn=={major}.0.0",
         f"scikit-learn>={major + 1}", "pandas; python_version < '3'", "mlflow==2.0.1", "-c constraints.txt"])
-    assert check.refusals == (
+    assert check.unmet == ("sparkrunner-no-such-package==1.0", f"scikit-learn=={major - 1}.0.0", f"scikit-learn>={major + 1}")
+    assert check.reasons == (
         "needs 'sparkrunner-no-such-package==1.0', and sparkrunner-no-such-package is not installed",
         f"needs 'scikit-learn=={major - 1}.0.0', and scikit-learn {sklearn} is installed (another major version)",
         f"needs 'scikit-learn>={major + 1}', and scikit-learn {sklearn} is installed")
@@ -159,7 +160,8 @@ def test_requirements_a_missing_package_and_another_major_version_are_refused_a_
 def test_without_mlflow_the_refusal_says_what_to_install():
     assert not mlflow_installed(lambda name: None)
     check = check_requirements(["mlflow==3.0"], version_of=lambda name: None)
-    assert check.refusals == ("needs 'mlflow==3.0', and mlflow is not installed (pip install 'sparkrunner[mlflow]')",)
+    assert check.unmet == ("mlflow==3.0",)
+    assert check.reasons == ("needs 'mlflow==3.0', and mlflow is not installed (pip install 'sparkrunner[mlflow]')",)
 
 
 def test_sparkrunner_admits_other_jobs_without_importing_mlflow():
@@ -195,13 +197,15 @@ def test_admission_fills_the_plan_from_the_signature_and_warns_of_a_pin_of_the_s
     assert job.execution.warm, job.execution.reason  # a local directory reaches a warm session too
 
 
-def test_admission_refuses_an_mlflow_model_that_needs_a_package_not_installed(saved, tmp_path):
-    model_dir = copy_with_requirements(saved["iris"], tmp_path, "scikit-learn\nlightgbm-not-here>=4\n")
-    with pytest.raises(JobInvalid) as refused:
-        admitted(mlflow_job(model_dir, [data_asset(tmp_path / "in.csv", "CSV")], [data_asset(tmp_path / "out", "CSV")]))
-    assert [str(e) for e in refused.value.errors] == [
-        "$.model.storedModel.modelAssets[0].fileUrl: the MLflow model needs 'lightgbm-not-here>=4', and "
-        "lightgbm-not-here is not installed"]
+def test_an_mlflow_model_needing_what_is_not_installed_gets_an_environment_of_its_own(saved, tmp_path):
+    model_dir = copy_with_requirements(saved["iris"], tmp_path, "scikit-learn\nLightGBM_not_here>=4\n")
+    job = admitted(mlflow_job(model_dir, [data_asset(tmp_path / "in.csv", "CSV")], [data_asset(tmp_path / "out", "CSV")]))
+    where = "$.model.storedModel.modelAssets[0].fileUrl"
+    # Only what the base lacks goes into the environment; what it has is reused.
+    assert (job.requirements.source, job.requirements.lines) == (where, ("lightgbm-not-here>=4",))
+    assert job.warnings == (f"{where}: the MLflow model needs 'LightGBM_not_here>=4', and LightGBM_not_here "
+                            "is not installed: it runs in an environment of its own that has it",)
+    assert not job.execution.warm and "brings its own packages" in job.execution.reason
 
 
 def test_admission_refuses_what_an_mlflow_model_cannot_be(saved, tmp_path):
@@ -263,6 +267,49 @@ def test_sparkrunner_run_scores_an_mlflow_sklearn_model_as_the_model_predicts(sa
     assert scored["prediction"].tolist() == expected.tolist()
     rejected = {row["flower"]: row["reason"] for row in json_lines(tmp_path / "species_rejected")}
     assert rejected == {"f005": "input: sepal_width: 'wide' is not a number", "f010": "input: petal_width: missing"}
+
+
+class Camelizing(mlflow.pyfunc.PythonModel):
+    """A custom pyfunc model that needs a package the base installation lacks (inflection)."""
+
+    def predict(self, context, model_input, params=None):
+        import inflection
+
+        return pd.DataFrame({"camel": [inflection.camelize(t) for t in model_input["text"]],
+                             "version": inflection.__version__})
+
+
+@pytest.mark.e2e
+def test_an_mlflow_model_needing_a_package_the_base_lacks_runs_in_an_environment_built_from_its_requirements(tmp_path):
+    """Issue 18 with issue 17: the requirements MLflow saved with the model name a package this
+    installation lacks; the job is not refused but runs on an environment that has it."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    import cloudpickle
+
+    assert installed_version("inflection") is None  # the base lacks it
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this module
+    model_dir = tmp_path / "camelizing"
+    mlflow.pyfunc.save_model(str(model_dir), python_model=Camelizing(), pip_requirements=["inflection==0.5.1"],
+                             signature=ModelSignature(inputs=Schema([ColSpec("string", "text")]),
+                                                      outputs=Schema([ColSpec("string", "camel"),
+                                                                      ColSpec("string", "version")])))
+    source = tmp_path / "words.csv"
+    source.write_text("id,text\n1,device_type\n2,active_model\n")
+    job = write_job(tmp_path / "job.json", mlflow_job(
+        model_dir, [data_asset(source, "CSV")], [data_asset(tmp_path / "camel", "JSON")], idField="id"))
+    config = tmp_path / "sparkrunner.yaml"
+    config.write_text(f"environments:\n  cache_dir: {tmp_path / 'environments'}\n")
+    done = subprocess.run([SPARKRUNNER, "--config", str(config), "run", "-q", "--workdir", str(tmp_path / "run"),
+                           str(job)], capture_output=True, text=True, timeout=600)
+    log = (tmp_path / "run" / "driver.log").read_text()
+    assert done.returncode == 0, done.stderr + log[-3000:]
+    assert "'inflection==0.5.1', and inflection is not installed: it runs in an environment of its own" in done.stderr
+    assert "sparkrunner: environment: built" in log and "inflection==0.5.1" in log
+    rows = sorted(json_lines(tmp_path / "camel"), key=lambda row: row["id"])
+    assert rows == [{"id": "1", "camel": "DeviceType", "version": "0.5.1"},
+                    {"id": "2", "camel": "ActiveModel", "version": "0.5.1"}]
 
 
 @pytest.mark.e2e
