@@ -119,9 +119,26 @@ def _no_jvm_in_this_test(_no_jvm_unless_e2e):
                     f"stand-in spark-submit):\n{started}", pytrace=False)
 
 
+#: Session fixtures too expensive to start twice: with ``-n 2 --dist loadgroup`` (``make test``'s
+#: e2e part) every file using one of them runs on the same worker, which starts it once.
+_SHARED_FIXTURES = (("standalone_cluster",), ("connect_server", "examples", "titanic_run"))
+
+
 def pytest_collection_modifyitems(config, items):
     # Tests marked "last" stop a fixture the whole session shares (the standalone cluster).
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+    # An e2e file is one group (its module fixtures start once), joined with the other files
+    # that share a session fixture with it.
+    groups: dict[Path, str] = {}
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            for names in _SHARED_FIXTURES:
+                if groups.get(item.path, item.path.name) == item.path.name and set(names) & set(item.fixturenames):
+                    groups[item.path] = names[0]
+            groups.setdefault(item.path, item.path.name)
+    for item in items:
+        if item.path in groups:
+            item.add_marker(pytest.mark.xdist_group(groups[item.path]))
 
 
 # --- shared, expensive fixtures ------------------------------------------------------------------
