@@ -1,0 +1,224 @@
+"""Registered models through the REST API, in this process (jobs under the stand-in
+spark-submit): register, versions, list, show, delete, ownership, bad input, and jobs made from a
+model by reference and by ``POST /models/{name}/jobs``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service_helpers import InProcessService, stored
+
+ALICE = {"Authorization": "Bearer alice-token-0123456789abcdef"}
+BOB = {"Authorization": "Bearer bob-token-fedcba9876543210"}
+
+#: A model that scores records (the distributed path), computes metrics and trains (three lists).
+MODEL_SOURCE = '''\
+import json
+
+WEIGHT = None
+
+# modelop.init
+def begin():
+    global WEIGHT
+    try:
+        with open("weights.json") as f:
+            WEIGHT = json.load(f)["weight"]
+    except FileNotFoundError:
+        WEIGHT = 1.0
+
+# modelop.score
+def score(record):
+    return {"id": record["id"], "score": record["x"] * WEIGHT}
+
+# modelop.metrics
+def metrics(inputs, outputs, attachments):
+    from pyspark.sql import SparkSession
+    rows = SparkSession.builder.getOrCreate().read.json(inputs[0]["fileUrl"]).collect()
+    return {"rows": len(rows), "mean_x": sum(r["x"] for r in rows) / len(rows)}
+
+# modelop.train
+def train(inputs, outputs, attachments):
+    from pyspark.sql import SparkSession
+    rows = SparkSession.builder.getOrCreate().read.json(inputs[0]["fileUrl"]).collect()
+    weight = max(r["x"] for r in rows)
+    with open(outputs[0]["fileUrl"], "w") as f:
+        json.dump({"weight": weight}, f)
+    return {"weight": weight}
+'''
+
+
+def model_part(source: str = MODEL_SOURCE, **meta) -> dict:
+    """The model part of a modelBatchJob, as ModelOp sends it."""
+    primary = {"assetType": "SOURCE_CODE", "primaryModelSource": True, "name": "weighted.py",
+               "sourceCode": source}
+    return {"storedModel": {"modelAssets": [primary],
+                            "modelMetaData": {"name": "weighted", "type": "PYTHON", **meta}}}
+
+
+def json_asset(url: str, role: str | None = None) -> dict:
+    asset = {"assetType": "EXTERNAL_FILE", "name": url.rsplit("/", 1)[-1], "fileUrl": url, "fileFormat": "JSON"}
+    return {**asset, "assetRole": role} if role else asset
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, standin_spark_home):
+    extra = ("  tokens:\n"
+             f"    alice: {ALICE['Authorization'].split()[1]}\n"
+             f"    bob: {BOB['Authorization'].split()[1]}\n")
+    svc = InProcessService(tmp_path_factory.mktemp("models") / "data", max_jobs=1, extra=extra,
+                           spark_home=standin_spark_home).start()
+    yield svc
+    svc.stop()
+
+
+def register(service, body: dict, who: dict = ALICE) -> dict:
+    response = service.post("/models", json=body, headers=who)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_registering_again_makes_the_next_version_and_the_list_shows_the_latest(service):
+    first = register(service, {"name": "versions", "model": model_part(), "defaults": {"idField": "id"}})
+    assert (first["name"], first["version"], first["ref"]) == ("versions", 1, "versions:1")
+    assert first["jobTypes"] == ["MODEL_BATCH_JOB", "MODEL_BATCH_TEST_JOB", "MODEL_BATCH_TRAINING_JOB"]
+    assert first["model"] == model_part() and first["defaults"] == {"idField": "id"}
+    second = register(service, {"name": "versions", "model": model_part(description="v2")})
+    assert second["version"] == 2
+
+    versions = service.get("/models/versions", headers=ALICE).json()
+    assert versions["latest"] == 2 and [v["version"] for v in versions["versions"]] == [2, 1]
+    listed = {m["name"]: m for m in service.get("/models", headers=ALICE).json()["models"]}
+    assert listed["versions"]["version"] == 2 and "model" not in listed["versions"]
+    one = service.get("/models/versions/versions/1", headers=ALICE).json()
+    assert one["model"] == model_part() and one["defaults"] == {"idField": "id"}
+
+
+def test_the_name_defaults_to_the_models_metadata_name(service):
+    assert register(service, {"model": model_part()})["name"] == "weighted"
+
+
+def test_a_model_that_only_trains_runs_only_training_jobs(service):
+    source = MODEL_SOURCE.replace("# modelop.score\n", "").replace("# modelop.metrics\n", "")
+    assert register(service, {"name": "trainer", "model": model_part(source)})["jobTypes"] == [
+        "MODEL_BATCH_TRAINING_JOB"]
+
+
+def test_deleting_a_version_never_gives_its_number_again_and_deleting_the_name_removes_all(service):
+    register(service, {"name": "doomed", "model": model_part()})
+    register(service, {"name": "doomed", "model": model_part()})
+    gone = service.delete("/models/doomed/versions/2", headers=ALICE)
+    assert gone.status_code == 200 and gone.json()["deleted"] == 1
+    assert service.get("/models/doomed/versions/2", headers=ALICE).status_code == 404
+    assert register(service, {"name": "doomed", "model": model_part()})["version"] == 3
+    assert service.delete("/models/doomed", headers=ALICE).json()["deleted"] == 2
+    assert service.get("/models/doomed", headers=ALICE).status_code == 404
+    missing = service.delete("/models/doomed", headers=ALICE)
+    assert missing.status_code == 404 and missing.json()["detail"] == "no registered model 'doomed'"
+
+
+def test_another_users_model_does_not_exist_for_you(service):
+    register(service, {"name": "alices", "model": model_part()})
+    assert "alices" not in [m["name"] for m in service.get("/models", headers=BOB).json()["models"]]
+    for path in ("/models/alices", "/models/alices/versions/1"):
+        assert service.get(path, headers=BOB).status_code == 404
+    assert service.delete("/models/alices", headers=BOB).status_code == 404
+    refused = service.post("/models/alices/jobs", headers=BOB, json={"inputData": [], "outputData": []})
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["path"] == "$.model.ref"
+    assert "no registered model 'alices'" in refused.json()["errors"][0]["message"]
+    # bob's own model of the same name is his: versions are counted per user
+    assert register(service, {"name": "alices", "model": model_part()}, BOB)["version"] == 1
+    assert service.get("/models/alices", headers=ALICE).json()["latest"] == 1
+    assert service.get("/models", headers={}).status_code == 401
+
+
+@pytest.mark.parametrize("body, path, words", [
+    ({"name": "bad name!", "model": model_part()}, "$.name", "'bad name!' is not a model name: 1 to 100"),
+    ({"name": "x:1", "model": model_part()}, "$.name", "'x:1' is not a model name"),
+    ({"model": {"storedModel": {"modelAssets": []}}}, "$.name", "is missing, and so is"),
+    ({"name": "m", "model": "a model"}, "$.model", "must be the model part of a modelBatchJob"),
+    ({"name": "m", "model": {"ref": "other"}}, "$.model.ref", "cannot name another one"),
+    ({"name": "m", "model": model_part(), "defaults": {"inputData": []}}, "$.defaults.inputData",
+     "is not a job default; accepted: jobParameters, targetEngine, idField, timeoutSeconds, executionMode"),
+    ({"name": "m", "model": model_part(), "defaults": {"jobParameters": {"--master": "yarn-x", "--jars": "/x.jar"}}},
+     "$.defaults.jobParameters['--jars']", "'spark.jars' is chosen by the operator"),
+    ({"name": "m", "model": {"storedModel": {"modelAssets": []}}}, "$.model.storedModel.modelAssets",
+     "should be non-empty"),
+    ({"name": "m", "model": model_part("def nothing():\n    pass\n")}, "$.model.storedModel.modelAssets[0]",
+     "names no score function"),
+])
+def test_a_bad_registration_is_refused_naming_field_value_and_what_is_accepted(service, body, path, words):
+    response = service.post("/models", json=body, headers=ALICE)
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert any(e["path"] == path and words in e["message"] for e in errors), errors
+    assert response.json()["detail"].startswith("the model is invalid")
+    assert "m" not in [m["name"] for m in service.get("/models", headers=ALICE).json()["models"]]
+
+
+def test_a_model_that_runs_no_job_type_lists_what_each_lacks(service):
+    response = service.post("/models", json={"name": "m", "model": model_part("def nothing():\n    pass\n")},
+                            headers=ALICE)
+    messages = [e["message"] for e in response.json()["errors"]]
+    for role in ("score", "metrics", "train"):
+        assert any(f"names no {role} function" in m for m in messages), messages
+
+
+def test_a_job_naming_a_model_is_stored_complete_saying_which_version(service, tmp_path):
+    register(service, {"name": "reffed", "model": model_part(), "defaults": {"idField": "id", "timeoutSeconds": 600}})
+    register(service, {"name": "reffed", "model": model_part(description="latest")})
+    inputs, outputs = [json_asset(str(tmp_path / "in.json"))], [json_asset(str(tmp_path / "out"))]
+    job = service.submit({"model": {"ref": "reffed:1"}, "inputData": inputs, "outputData": outputs}, **ALICE)
+    document = json.loads(stored(service, job["id"], "document"))
+    assert document["model"] == model_part() and document["registeredModel"] == {"name": "reffed", "version": 1}
+    assert document["idField"] == "id" and job["timeoutSeconds"] == 600
+    assert job["name"] == "weighted"
+
+    # no version: the latest; the job's own fields win over the model's defaults
+    response = service.post("/models/reffed/jobs", headers=ALICE, json={
+        "jobType": "MODEL_BATCH_TEST_JOB", "inputData": inputs, "outputData": outputs, "timeoutSeconds": 60})
+    assert response.status_code == 201, response.text
+    assert response.headers["Location"] == f"/jobs/{response.json()['id']}"
+    document = json.loads(stored(service, response.json()["id"], "document"))
+    assert document["registeredModel"] == {"name": "reffed", "version": 2}
+    assert document["jobType"] == "MODEL_BATCH_TEST_JOB" and document["timeoutSeconds"] == 60
+    assert "idField" not in document  # a default of score jobs only
+    assert document["model"]["storedModel"]["modelMetaData"]["description"] == "latest"
+    for made in (job["id"], response.json()["id"]):
+        service.post(f"/jobs/{made}/cancel", headers=ALICE)
+
+
+@pytest.mark.parametrize("model, path, words", [
+    ({"ref": "nobody"}, "$.model.ref", "no registered model 'nobody' (your models: "),
+    ({"ref": "reffed2:9"}, "$.model.ref", "no registered model 'reffed2' version 9"),
+    ({"ref": "bad ref"}, "$.model.ref", "'bad ref' is not a registered model's reference: 'name'"),
+    ({"ref": "x:latest"}, "$.model.ref", "'name:version'"),
+    ({"ref": 3}, "$.model.ref", "3 is not a registered model's reference"),
+    ({"ref": "reffed2", "storedModel": {}}, "$.model", "holds nothing else; found storedModel"),
+])
+def test_a_job_naming_a_missing_or_malformed_model_is_refused_and_nothing_stored(service, tmp_path, model, path, words):
+    register(service, {"name": "reffed2", "model": model_part()})
+    before = service.get("/jobs", headers=ALICE).json()["total"]
+    response = service.post("/jobs", headers=ALICE, json={
+        "model": model, "inputData": [json_asset(str(tmp_path / "in.json"))],
+        "outputData": [json_asset(str(tmp_path / "out"))]})
+    assert response.status_code == 422, response.text
+    assert any(e["path"] == path and words in e["message"] for e in response.json()["errors"]), response.json()
+    assert service.get("/jobs", headers=ALICE).json()["total"] == before
+
+
+def test_registering_from_a_job_that_did_not_complete_training_is_refused(service, tmp_path):
+    register(service, {"name": "untrained", "model": model_part()})
+    job = service.post("/models/untrained/jobs", headers=ALICE, json={
+        "jobType": "MODEL_BATCH_TRAINING_JOB", "inputData": [json_asset(str(tmp_path / "in.json"))],
+        "outputData": [json_asset(str(tmp_path / "weights.json"))]}).json()
+    service.post(f"/jobs/{job['id']}/cancel", headers=ALICE)
+    refused = service.post("/models", headers=ALICE, json={"name": "untrained", "fromJob": job["id"]})
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [{"path": "$.fromJob", "message": (
+        f"job {job['id']} is a CANCELLED MODEL_BATCH_TRAINING_JOB; only a COMPLETE "
+        "MODEL_BATCH_TRAINING_JOB has trained a model")}]
+    bobs = service.post("/models", headers=BOB, json={"name": "untrained", "fromJob": job["id"]})
+    assert bobs.status_code == 422 and "is none of your jobs" in bobs.json()["errors"][0]["message"]
