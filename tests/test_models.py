@@ -222,3 +222,46 @@ def test_registering_from_a_job_that_did_not_complete_training_is_refused(servic
         "MODEL_BATCH_TRAINING_JOB has trained a model")}]
     bobs = service.post("/models", headers=BOB, json={"name": "untrained", "fromJob": job["id"]})
     assert bobs.status_code == 422 and "is none of your jobs" in bobs.json()["errors"][0]["message"]
+
+
+def test_the_command_line_registers_lists_shows_deletes_and_creates_jobs(service, tmp_path):
+    from test_cli import run
+
+    token = tmp_path / "token"
+    token.write_text(ALICE["Authorization"].split()[1])
+    client = ["--url", service.url, "--token-file", str(token)]
+    job_file = tmp_path / "job.json"  # a whole modelBatchJob: its model and defaults are kept
+    job_file.write_text(json.dumps({"model": model_part(), "idField": "id", "inputData": []}))
+    done = run(["model", "register", str(job_file), "--name", "cli-model", *client])
+    assert (done.returncode, done.stdout) == (0, "cli-model:1\n"), done.stderr
+    (tmp_path / "part.json").write_text(json.dumps(model_part()))  # just the model part
+    done = run(["model", "register", str(tmp_path / "part.json"), "--name", "cli-model", *client])
+    assert done.stdout == "cli-model:2\n"
+    assert service.get("/models/cli-model/versions/1", headers=ALICE).json()["defaults"] == {"idField": "id"}
+
+    listed = run(["model", "list", *client]).stdout.splitlines()
+    assert any(line.split()[:2] == ["cli-model", "2"] for line in listed), listed
+    shown = json.loads(run(["model", "show", "cli-model", *client]).stdout)
+    assert [v["version"] for v in shown["versions"]] == [2, 1]
+
+    done = run(["job", "create", "testjob", "cli-model:1", str(tmp_path / "in.json"), str(tmp_path / "out.csv"), *client])
+    assert done.returncode == 0, done.stderr
+    document = json.loads(stored(service, done.stdout.strip(), "document"))
+    assert document["jobType"] == "MODEL_BATCH_TEST_JOB"
+    assert document["registeredModel"] == {"name": "cli-model", "version": 1}
+    assert [(a["fileUrl"], a["fileFormat"]) for a in document["inputData"] + document["outputData"]] == [
+        (str(tmp_path / "in.json"), "JSON"), (str(tmp_path / "out.csv"), "CSV")]
+    service.post(f"/jobs/{done.stdout.strip()}/cancel", headers=ALICE)
+
+    refused = run(["job", "create", "batchjob", "nobody", "/in.json", "/out.json", *client])
+    assert refused.returncode == 2 and "$.model.ref: no registered model 'nobody'" in refused.stderr
+    refused = run(["job", "create", "batchjob", "cli-model", "/in.json", "/out.json", "--register", "x", *client])
+    assert refused.returncode == 2 and "--register registers what a training job wrote" in refused.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"storedModel": {"modelAssets": []}}))
+    refused = run(["model", "register", str(bad), "--name", "cli-model", *client])
+    assert refused.returncode == 2 and "$.model.storedModel.modelAssets: [] should be non-empty" in refused.stderr
+
+    done = run(["model", "delete", "cli-model", "--version", "1", *client])
+    assert done.stdout == "cli-model: 1 version(s) deleted\n"
+    assert [v["version"] for v in service.get("/models/cli-model", headers=ALICE).json()["versions"]] == [2]
