@@ -26,7 +26,7 @@ from starlette.routing import Match
 from . import __version__
 from .auth import CSRF_HEADER, OPEN_PATHS, Guard, Tokens
 from .config import Settings
-from .errors import JobInvalid, JobNotFound, JobNotStored, ModelNotFound, StoreError
+from .errors import BulkRefused, JobInvalid, JobNotFound, JobNotStored, ModelNotFound, StoreError
 from .jobspec import JOB_TYPES, parse_document, schema
 from .metrics import Metrics, RequestMetrics
 from .script import SCRIPT_JOB_TYPE
@@ -167,6 +167,10 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
     @app.exception_handler(ModelNotFound)
     async def model_not_found(request: Request, exc: ModelNotFound):
         return _error(404, str(exc))
+
+    @app.exception_handler(BulkRefused)
+    async def bulk_refused(request: Request, exc: BulkRefused):
+        return _error(exc.status, exc.detail)
 
     @app.exception_handler(JobInvalid)
     async def invalid(request: Request, exc: JobInvalid):

@@ -99,6 +99,15 @@ class ModelNotFound(SparkRunnerError):
         super().__init__(f"no registered model {which}")
 
 
+class BulkRefused(SparkRunnerError):
+    """A bulk-scoring request the service will not take: too large (``status`` 413), or not lines
+    of records at all (400)."""
+
+    def __init__(self, status: int, detail: str):
+        self.status, self.detail = status, detail
+        super().__init__(detail)
+
+
 class IllegalMove(SparkRunnerError):
     """A state change the job's states do not allow (a terminal state never changes)."""
 

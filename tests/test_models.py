@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 
 from service_helpers import InProcessService, stored
 
@@ -265,3 +266,57 @@ def test_the_command_line_registers_lists_shows_deletes_and_creates_jobs(service
     done = run(["model", "delete", "cli-model", "--version", "1", *client])
     assert done.stdout == "cli-model: 1 version(s) deleted\n"
     assert [v["version"] for v in service.get("/models/cli-model", headers=ALICE).json()["versions"]] == [2]
+
+
+def bulk(service, name: str, body: bytes, who: dict = ALICE, **params):
+    return requests.post(f"{service.url}/models/{name}/score", data=body, params=params, timeout=30,
+                         headers={"Content-Type": "application/x-ndjson", **who})
+
+
+@pytest.fixture(scope="module")
+def small_bulk(tmp_path_factory, standin_spark_home):
+    """A service whose bulk requests may hold 200 bytes and 3 lines."""
+    extra = ("  tokens:\n"
+             f"    alice: {ALICE['Authorization'].split()[1]}\n"
+             f"    bob: {BOB['Authorization'].split()[1]}\n"
+             "bulk:\n  max_request_bytes: 200\n  max_lines: 3\n")
+    svc = InProcessService(tmp_path_factory.mktemp("bulk") / "data", extra=extra,
+                           spark_home=standin_spark_home).start()
+    register(svc, {"name": "scorer", "model": model_part(), "defaults": {"idField": "id"}})
+    yield svc
+    svc.stop()
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b'{"id": 1, "x": 1}\n' * 12, 413, "the body holds 216 bytes; at most 200 are accepted (bulk.max_request_bytes)"),
+    (b'{"id": 1}\n{"id": 2}\n\n{"id": 3}\n{"id": 4}\n', 400,
+     "the body holds 4 records (lines); at most 3 are accepted (bulk.max_lines)"),
+    (b"\n  \n", 400, "the body holds no records: send one JSON object a line"),
+    (b'{"id": "\xff"}\n', 400, "the body is not UTF-8 text"),
+])
+def test_a_bulk_request_over_the_limits_or_without_records_is_refused_and_runs_nothing(small_bulk, body, status, words):
+    before = small_bulk.get("/jobs", headers=ALICE).json()["total"]
+    response = bulk(small_bulk, "scorer", body)
+    assert response.status_code == status and response.json()["detail"].startswith(words), response.text
+    assert small_bulk.get("/jobs", headers=ALICE).json()["total"] == before
+
+
+def test_bulk_scoring_a_missing_or_another_users_model_is_404_and_needs_a_token(small_bulk):
+    assert bulk(small_bulk, "scorer", b'{"id": 1}\n', BOB).status_code == 404
+    assert bulk(small_bulk, "nobody", b'{"id": 1}\n').json()["detail"] == "no registered model 'nobody'"
+    assert bulk(small_bulk, "scorer", b'{"id": 1}\n', version=7).status_code == 404
+    assert bulk(small_bulk, "scorer", b'{"id": 1}\n', {}).status_code == 401
+
+
+def test_lines_that_are_no_records_are_answered_with_errors_and_no_job_runs_for_them_alone(small_bulk):
+    before = small_bulk.get("/jobs", headers=ALICE).json()["total"]
+    response = bulk(small_bulk, "scorer", b'[1]\n{"x": 2}\n{"id": 3, "x": NaN}\n')
+    assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
+    lines = [json.loads(line) for line in response.iter_lines()]
+    assert [(line["line"], line["error"]) for line in lines] == [
+        (1, "line 1 is a JSON list, not an object (one record a line)"),
+        (2, "line 2 has no 'id', the model's idField, which each record must carry"),
+        (3, "line 3 is not JSON: NaN is not a JSON value")]
+    assert all(line["id"] is None and line["batchId"] is None for line in lines)
+    assert all((line["model"], line["modelVersion"]) == ("scorer", 1) for line in lines)
+    assert small_bulk.get("/jobs", headers=ALICE).json()["total"] == before
