@@ -163,7 +163,8 @@ def job_of_model(name: str, version: int | None, body: Mapping[str, Any]) -> dic
 
 def trained_model(job: Mapping[str, Any]) -> tuple[dict, dict]:
     """(model, defaults) of the version a completed training job makes: its model, whose
-    EXTERNAL_FILE attachments are the job's outputs (what training wrote), and its defaults."""
+    EXTERNAL_FILE attachments are the job's outputs (what training wrote), and the job's values of
+    the default fields (the caller prefers the defaults of the version it was trained from)."""
     model = copy.deepcopy(job["model"])
     stored = model["storedModel"]
     outputs = [dict(a, assetRole="MODEL_ATTACHMENT") for a in job.get("outputData") or []

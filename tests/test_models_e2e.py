@@ -131,3 +131,35 @@ def test_bulk_scoring_answers_each_line_with_its_id_and_each_bad_one_with_an_err
     assert "sparkrunner_id" not in lines[0] and lines[0]["model"] == "keyed"
     print(f"20 records answered in {seconds:.2f} s")
     assert seconds < 10, f"a small batch took {seconds:.1f} s on a warm server"
+
+
+MODEL_DAG = '''\
+from airflow.sdk import DAG
+
+from sparkrunner.airflow import SparkRunnerJobOperator
+
+ASSET = {{"assetType": "EXTERNAL_FILE", "fileFormat": "JSON"}}
+
+with DAG("registered_model", schedule=None, default_args={{"retries": 0}}):
+    SparkRunnerJobOperator(task_id="score", model="airflow-model:1", poll_interval=1,
+                           input_data=[dict(ASSET, name="in", fileUrl={data!r})],
+                           output_data=[dict(ASSET, name="out", fileUrl={out!r} + "/scores-{{{{ ds }}}}")])
+'''
+
+
+def test_the_airflow_operator_runs_a_registered_model_by_name(warm, roots, migrated_airflow_db, tmp_path):
+    from test_airflow import LOGICAL_DATE, Airflow
+
+    register(warm, {"name": "airflow-model", "model": model_part(), "defaults": {"idField": "id"}})
+    data = write_records(roots / "airflow-in.json", [3.0, 5.0])
+    airflow = Airflow(tmp_path / "airflow", migrated_airflow_db, warm)
+    airflow.add("registered_model.py", MODEL_DAG.format(data=str(data), out=str(roots)))
+    returncode, log = airflow.dags_test("registered_model")
+    assert returncode == 0, log[-5000:]
+    assert airflow.tasks("registered_model") == {"score": ("success", 1)}
+    assert airflow.xcom("registered_model", "score") == {
+        "recordsRead": 2, "recordsScored": 2, "recordsRejected": 0, "rowsWritten": 2}
+    scores = roots / f"scores-{LOGICAL_DATE}"  # the operator's templates rendered
+    assert sorted((r["id"], r["score"]) for r in read_json_dir(scores)) == [(1, 3.0), (2, 5.0)]
+    job = warm.job(airflow.xcom("registered_model", "score", key="job_id"))
+    assert (job["jobStatus"], job["name"]) == ("COMPLETE", "weighted")

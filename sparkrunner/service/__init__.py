@@ -172,7 +172,13 @@ class JobService:
                                      "has trained a model"))
         if errors:
             raise JobInvalid(errors)
-        model, defaults = models.trained_model(json.loads(record.document))
+        document = json.loads(record.document)
+        model, defaults = models.trained_model(document)
+        source = document.get(models.SOURCE_FIELD) or {}
+        try:  # the version it was trained from keeps the defaults of every job type (idField too)
+            defaults = self.store.get_model(owner, source["name"], source["version"]).defaults
+        except (KeyError, TypeError, ModelNotFound):
+            pass  # a job that carried its model, or whose model was deleted since: its own fields
         types = models.job_types(model, defaults, self.settings, self.data_dir)
         stored = self.store.add_model(owner=owner, name=name, model=model, defaults=defaults,
                                       job_types=types, trained_by=job_id)
