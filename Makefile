@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast check-java venv cluster-up cluster-down bench-overhead bench-api bench-cluster bench-scoring bench-sandbox bench-warm clean
+.PHONY: demo test test-fast check-java venv cluster-up cluster-down bench-overhead bench-api bench-cluster bench-scoring bench-sandbox bench-warm bench-bulk clean
 
 demo: check-java $(STAMP)
 	$(PY) jobs/demo.py build/demo
@@ -50,6 +50,9 @@ bench-sandbox: check-java $(STAMP)
 
 bench-warm: check-java $(STAMP)
 	$(PY) bench/warm.py
+
+bench-bulk: check-java $(STAMP)
+	$(PY) bench/bulk.py
 
 # mlflow is for this benchmark only, so it gets a venv of its own.
 BENCH_VENV := build/bench-venv
