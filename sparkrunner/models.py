@@ -29,6 +29,8 @@ from .jobspec import DEFAULT_JOB_TYPE, JOB_TYPES
 from .store import ModelRecord
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+#: ``name`` or ``name:version`` (a version SQLite can hold).
+REF_PATTERN = re.compile(rf"(?P<name>{NAME_PATTERN.pattern})(?::(?P<version>[1-9][0-9]{{0,17}}))?")
 NAME_RULE = "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
 REF_FIELD = "ref"
 #: The job fields a registered model keeps for its jobs, which a job may name to override.
@@ -135,13 +137,13 @@ def reference(document: Mapping[str, Any]) -> tuple[str, int | None] | None:
     ref, path = model[REF_FIELD], f"$.model.{REF_FIELD}"
     errors = [FieldError("$.model", f"names a registered model ({REF_FIELD}), so it holds nothing else; "
                                     f"found {', '.join(sorted(set(model) - {REF_FIELD}))}")] if len(model) > 1 else []
-    name, _, version = ref.partition(":") if isinstance(ref, str) else (None, "", "")
-    if not isinstance(ref, str) or not NAME_PATTERN.fullmatch(name) or (version and not version.isdigit()):
+    match = REF_PATTERN.fullmatch(ref) if isinstance(ref, str) else None
+    if match is None:
         raise JobInvalid([*errors, FieldError(path, f"{ref!r} is not a registered model's reference: "
                                                     "'name' (its latest version) or 'name:version'")])
     if errors:
         raise JobInvalid(errors)
-    return name, int(version) if version else None
+    return match["name"], int(match["version"]) if match["version"] else None
 
 
 def job_from_model(document: Mapping[str, Any], record: ModelRecord) -> dict:

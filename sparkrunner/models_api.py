@@ -12,12 +12,12 @@ import logging
 import time
 from typing import Any, AsyncIterator
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from . import bulk
-from .api import SUBMIT_RESPONSES, iso_time, job_view, owner_of, service_of, submit_body
+from .api import MAX_OFFSET, SUBMIT_RESPONSES, iso_time, job_view, owner_of, service_of, submit_body
 from .errors import JobNotStored, ModelNotFound, StoreError
 from .service import JobService
 from .states import JobStatus
@@ -28,6 +28,8 @@ from .store import ModelRecord
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+#: A version number, in a path or a query: at most SQLite's largest integer (a larger one cannot be bound).
+VERSION = {"ge": 1, "le": MAX_OFFSET}
 #: How often a bulk answer looks for new lines while its job runs.
 BULK_POLL_SECONDS = 0.02
 
@@ -89,7 +91,7 @@ def model_versions(request: Request, name: str):
 
 @router.get("/models/{name}/versions/{version}", responses=MODEL_RESPONSES,
             summary="One version of a model, with the model itself")
-def model_version(request: Request, name: str, version: int):
+def model_version(request: Request, name: str, version: int = Path(**VERSION)):
     return model_view(service_of(request).store.get_model(owner_of(request), name, version), full=True)
 
 
@@ -101,7 +103,7 @@ def delete_model(request: Request, name: str):
 
 @router.delete("/models/{name}/versions/{version}", responses=MODEL_RESPONSES,
                summary="Delete one version of a model (its number is never given again)")
-def delete_version(request: Request, name: str, version: int):
+def delete_version(request: Request, name: str, version: int = Path(**VERSION)):
     store = service_of(request).store
     return {"name": name, "version": version, "deleted": store.delete_model(owner_of(request), name, version)}
 
@@ -109,7 +111,7 @@ def delete_version(request: Request, name: str, version: int):
 @router.post("/models/{name}/jobs", status_code=201, openapi_extra=JOB_OF_MODEL_BODY,
              responses=SUBMIT_RESPONSES,
              summary="Create a job of a registered model: jobType, inputData, outputData")
-async def create_job(request: Request, name: str, version: int | None = Query(None, ge=1),
+async def create_job(request: Request, name: str, version: int | None = Query(None, **VERSION),
                      idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
     record, created = await submit_body(request, idempotency_key,
                                         as_document=lambda body: job_of_model(name, version, body))
@@ -135,7 +137,7 @@ BULK_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post("/models/{name}/score", openapi_extra=BULK_BODY, responses=BULK_RESPONSES,
              response_class=StreamingResponse,
              summary="Score JSON lines with a registered model (bulk): one answer line per record")
-async def bulk_score(request: Request, name: str, version: int | None = Query(None, ge=1)):
+async def bulk_score(request: Request, name: str, version: int | None = Query(None, **VERSION)):
     service, owner = service_of(request), owner_of(request)
     body = await request.body()
     model = service.store.get_model(owner, name, version)

@@ -5,6 +5,7 @@ model by reference and by ``POST /models/{name}/jobs``."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import requests
@@ -210,19 +211,52 @@ def test_a_job_naming_a_missing_or_malformed_model_is_refused_and_nothing_stored
     assert service.get("/jobs", headers=ALICE).json()["total"] == before
 
 
-def test_registering_from_a_job_that_did_not_complete_training_is_refused(service, tmp_path):
-    register(service, {"name": "untrained", "model": model_part()})
-    job = service.post("/models/untrained/jobs", headers=ALICE, json={
+def training_job(service, name: str, tmp_path) -> dict:
+    """A training job of model ``name``, followed to its end (its run under the stand-in)."""
+    response = service.post(f"/models/{name}/jobs", headers=ALICE, json={
         "jobType": "MODEL_BATCH_TRAINING_JOB", "inputData": [json_asset(str(tmp_path / "in.json"))],
-        "outputData": [json_asset(str(tmp_path / "weights.json"))]}).json()
-    service.post(f"/jobs/{job['id']}/cancel", headers=ALICE)
+        "outputData": [json_asset(str(tmp_path / "weights.json"))]})
+    assert response.status_code == 201, response.text
+    deadline = time.monotonic() + 60
+    while (job := service.get(f"/jobs/{response.json()['id']}", headers=ALICE).json())["jobStatus"] not in (
+            "COMPLETE", "ERROR", "CANCELLED"):
+        assert time.monotonic() < deadline, job
+        time.sleep(service.poll_seconds)
+    return job
+
+
+def with_standin(model: dict, **told) -> dict:
+    """``model`` with the FILE asset that tells the stand-in spark-submit how its runs end."""
+    from support.spark_submit_standin import instructions
+
+    model["storedModel"]["modelAssets"].append(instructions(**told))
+    return model
+
+
+def test_a_completed_training_job_registers_its_outputs_as_the_next_versions_attachments(service, tmp_path):
+    register(service, {"name": "trainable", "model": with_standin(model_part()), "defaults": {"idField": "id"}})
+    job = training_job(service, "trainable", tmp_path)
+    assert job["jobStatus"] == "COMPLETE", job
+    response = service.post("/models", headers=ALICE, json={"name": "trainable", "fromJob": job["id"]})
+    assert response.status_code == 201, response.text
+    trained = response.json()
+    assert (trained["version"], trained["trainedBy"], trained["defaults"]) == (2, job["id"], {"idField": "id"})
+    attachments = [a for a in trained["model"]["storedModel"]["modelAssets"] if a["assetType"] == "EXTERNAL_FILE"]
+    assert attachments == [dict(json_asset(str(tmp_path / "weights.json")), assetRole="MODEL_ATTACHMENT")]
+    assert trained["jobTypes"] == ["MODEL_BATCH_JOB", "MODEL_BATCH_TEST_JOB", "MODEL_BATCH_TRAINING_JOB"]
+
+
+def test_registering_from_a_job_that_did_not_complete_training_is_refused(service, tmp_path):
+    register(service, {"name": "untrained", "model": with_standin(model_part(), exit=1, error="no rows")})
+    job = training_job(service, "untrained", tmp_path)
     refused = service.post("/models", headers=ALICE, json={"name": "untrained", "fromJob": job["id"]})
     assert refused.status_code == 422
     assert refused.json()["errors"] == [{"path": "$.fromJob", "message": (
-        f"job {job['id']} is a CANCELLED MODEL_BATCH_TRAINING_JOB; only a COMPLETE "
+        f"job {job['id']} is a ERROR MODEL_BATCH_TRAINING_JOB; only a COMPLETE "
         "MODEL_BATCH_TRAINING_JOB has trained a model")}]
     bobs = service.post("/models", headers=BOB, json={"name": "untrained", "fromJob": job["id"]})
     assert bobs.status_code == 422 and "is none of your jobs" in bobs.json()["errors"][0]["message"]
+    assert [v["version"] for v in service.get("/models/untrained", headers=ALICE).json()["versions"]] == [1]
 
 
 def test_the_command_line_registers_lists_shows_deletes_and_creates_jobs(service, tmp_path):
