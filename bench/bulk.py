@@ -56,13 +56,14 @@ def body_of(count: int, start: int = 0) -> bytes:
                    for i in range(start, start + count)).encode()
 
 
-def score(url: str, body: bytes, expected: int) -> tuple[float, float]:
-    """(seconds to the first byte, seconds to the last byte) of one bulk request."""
+def score(url: str, body: bytes, expected: int) -> tuple[float, float, str]:
+    """(seconds to the first byte, seconds to the last byte, how its job ran) of one bulk request."""
     began = time.monotonic()
     first = None
     lines = 0
     with requests.post(f"{url}/models/logit/score", data=body, headers=HEADERS, stream=True, timeout=600) as response:
         response.raise_for_status()
+        job_path = response.headers["Location"]
         for line in response.iter_lines():
             if first is None:
                 first = time.monotonic() - began
@@ -74,7 +75,8 @@ def score(url: str, body: bytes, expected: int) -> tuple[float, float]:
     last = time.monotonic() - began
     if lines != expected:
         raise SystemExit(f"{lines} answer lines for {expected} records")
-    return first or last, last
+    job = requests.get(url + job_path, timeout=30).json()
+    return first or last, last, job["executionMode"] + ("" if job["executionMode"] == "warm" else f" ({job['executionReason']})")
 
 
 def main() -> None:
@@ -97,22 +99,29 @@ def main() -> None:
             singles: list[float] = []
             for n in range(args.rounds):
                 def run_bulk():
-                    first, last = score(service.url, body_of(args.records, n), args.records)
+                    first, last, mode = score(service.url, body_of(args.records, n), args.records)
                     bulk["first"].append(first)
                     bulk["last"].append(last)
                     print(f"  round {n + 1}: {args.records} records in one request: first byte {first:.2f} s, "
-                          f"last byte {last:.2f} s", flush=True)
+                          f"last byte {last:.2f} s ({mode})", flush=True)
 
                 def run_singles():
+                    modes = set()
                     for i in range(args.singles):
-                        singles.append(score(service.url, body_of(1, 1_000_000 + n * 100 + i), 1)[1])
+                        _, last, mode = score(service.url, body_of(1, 1_000_000 + n * 100 + i), 1)
+                        singles.append(last)
+                        modes.add(mode)
                     print(f"  round {n + 1}: {args.singles} single-record requests: "
-                          f"{', '.join(f'{s:.2f}' for s in singles[-args.singles:])} s", flush=True)
+                          f"{', '.join(f'{s:.2f}' for s in singles[-args.singles:])} s ({', '.join(sorted(modes))})",
+                          flush=True)
 
                 for run in ((run_bulk, run_singles) if n % 2 == 0 else (run_singles, run_bulk)):
                     run()
         finally:
             service.stop()
+            servers = [line.split(" INFO ", 1)[1].strip() for line in service.log_path.read_text().splitlines()
+                       if "warm server" in line.lower() and " INFO " in line]
+            print("warm servers: " + "; ".join(servers), flush=True)
     first, last, single = (statistics.median(bulk["first"]), statistics.median(bulk["last"]),
                            statistics.median(singles))
     extrapolated = single * args.records
