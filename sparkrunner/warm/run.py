@@ -52,7 +52,8 @@ def session_key(job: AdmittedJob) -> str | None:
     if any(f.filename not in model_files for f in spec.shipped_files):
         return None
     sql = sorted((k, v) for k, v in job.settings.conf.items() if k.startswith("spark.sql."))
-    digest = hashlib.sha256(json.dumps([source.get("name"), source.get("version"), sql]).encode()).hexdigest()
+    # The model itself too: registeredModel is only carried, a document could name any.
+    digest = hashlib.sha256(json.dumps([spec.document["model"], sql], sort_keys=True).encode()).hexdigest()
     return f"{source.get('name')}:{source.get('version')}:{digest[:16]}"
 
 
