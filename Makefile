@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast check-java venv cluster-up cluster-down bench-overhead bench-api bench-cluster bench-scoring bench-sandbox bench-warm bench-mlflow bench-envs clean
+.PHONY: demo test test-fast check-java venv cluster-up cluster-down bench-overhead bench-api bench-cluster bench-scoring bench-sandbox bench-warm bench-mlflow bench-envs bench-bulk clean
 
 demo: check-java $(STAMP)
 	$(PY) jobs/demo.py build/demo
@@ -56,6 +56,9 @@ bench-envs: check-java $(STAMP)
 
 bench-warm: check-java $(STAMP)
 	$(PY) bench/warm.py
+
+bench-bulk: check-java $(STAMP)
+	$(PY) bench/bulk.py
 
 # The scoring benchmarks (bench-scoring, bench-mlflow) get a venv of their own, with mlflow.
 BENCH_VENV := build/bench-venv

@@ -26,7 +26,7 @@ from starlette.routing import Match
 from . import __version__
 from .auth import CSRF_HEADER, OPEN_PATHS, Guard, Tokens
 from .config import Settings
-from .errors import JobInvalid, JobNotFound, JobNotStored, StoreError
+from .errors import BulkRefused, JobInvalid, JobNotFound, JobNotStored, ModelNotFound, StoreError
 from .jobspec import JOB_TYPES, parse_document, schema
 from .metrics import Metrics, RequestMetrics
 from .script import SCRIPT_JOB_TYPE
@@ -164,9 +164,18 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
     async def not_found(request: Request, exc: JobNotFound):
         return _error(404, str(exc))
 
+    @app.exception_handler(ModelNotFound)
+    async def model_not_found(request: Request, exc: ModelNotFound):
+        return _error(404, str(exc))
+
+    @app.exception_handler(BulkRefused)
+    async def bulk_refused(request: Request, exc: BulkRefused):
+        return _error(exc.status, exc.detail)
+
     @app.exception_handler(JobInvalid)
     async def invalid(request: Request, exc: JobInvalid):
-        return _error(422, f"the job is invalid: {len(exc.errors)} problem(s)", errors=exc.as_dicts())
+        what = "model" if request.url.path == "/models" else "job"
+        return _error(422, f"the {what} is invalid: {len(exc.errors)} problem(s)", errors=exc.as_dicts())
 
     @app.exception_handler(JobNotStored)
     async def not_stored(request: Request, exc: JobNotStored):
@@ -227,6 +236,10 @@ def create_app(settings: Settings, service: JobService | None = None, manage: bo
     from .modelop_api import router as modelop_router
 
     app.include_router(modelop_router)
+    # Registered models (imported here: they build on this module).
+    from .models_api import router as models_router
+
+    app.include_router(models_router)
     # The dashboard (imported here: it builds on the service).
     from .ui import Sessions, ui_router
 

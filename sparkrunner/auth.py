@@ -97,12 +97,17 @@ def is_ui_path(path: str) -> bool:
 
 
 def is_json(content_type: str) -> bool:
-    """True for a Content-Type of JSON: ``application/json`` or ``type/subtype+json``, with or
-    without parameters (``; charset=utf-8``)."""
+    """True for a Content-Type of JSON: ``application/json``, ``type/subtype+json`` or JSON lines
+    (:data:`JSON_LINES_TYPES`), with or without parameters (``; charset=utf-8``)."""
     media = content_type.split(";", 1)[0].strip().lower()
     kind, slash, subtype = media.partition("/")
-    return bool(kind and slash) and (media == "application/json" or
+    return bool(kind and slash) and (media == "application/json" or media in JSON_LINES_TYPES or
                                      (subtype.endswith("+json") and len(subtype) > len("+json")))
+
+
+#: JSON lines (bulk scoring's body): like JSON, a type no HTML form can send.
+JSON_LINES_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/jsonlines",
+                              "application/x-jsonlines"})
 
 
 class Guard:

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from typing import Any, Callable, Iterator
+from urllib.parse import quote
 
 import requests
 
@@ -140,6 +141,28 @@ class Client:
 
     def cancel(self, job_id: str) -> dict:
         return self._call("POST", f"/jobs/{job_id}/cancel").json()
+
+    # -- registered models --------------------------------------------------------------------
+
+    def register_model(self, body: dict) -> dict:
+        """Registers ``{"name", "model", "defaults"}`` (or ``{"name", "fromJob"}``); the new version."""
+        return self._call("POST", "/models", json=body).json()
+
+    def models(self) -> list[dict]:
+        return self._call("GET", "/models").json()["models"]
+
+    def model(self, name: str) -> dict:
+        """The model's versions, newest first."""
+        return self._call("GET", f"/models/{quote(name, safe='')}").json()
+
+    def delete_model(self, name: str, version: int | None = None) -> dict:
+        path = f"/models/{quote(name, safe='')}" + (f"/versions/{version}" if version is not None else "")
+        return self._call("DELETE", path).json()
+
+    def create_job(self, model: str, body: dict, version: int | None = None) -> dict:
+        """A job of registered model ``model`` (``body``: jobType, inputData, outputData, …)."""
+        params = {"version": version} if version is not None else {}
+        return self._call("POST", f"/models/{quote(model, safe='')}/jobs", json=body, params=params).json()
 
     def health(self) -> dict:
         return self._call("GET", "/healthz").json()

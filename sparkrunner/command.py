@@ -65,8 +65,8 @@ def build_argv(settings: Settings, job: AdmittedJob, workdir: Path, spark_submit
         py_files = daemon + [str(workdir / name) for name in py_files]
         if py_files:
             argv += ["--py-files", ",".join(py_files)]
-        if spec.files:
-            argv += ["--files", ",".join(str(workdir / f.filename) for f in spec.files)]
+        if spec.shipped_files:
+            argv += ["--files", ",".join(str(workdir / f.filename) for f in spec.shipped_files)]
     if job.settings.verbose:
         argv.append("--verbose")
     argv.append(str(workdir / DRIVER_FILENAME))

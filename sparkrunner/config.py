@@ -158,6 +158,17 @@ class EnvironmentSettings:
     check_on_submit: bool = True
 
 
+@dataclass(frozen=True)
+class BulkSettings:
+    """Bulk scoring, ``POST /models/{name}/score``: one JSON record a line in, one answer a line out."""
+
+    #: Largest request body, in bytes (``service.max_request_bytes`` bounds every request too);
+    #: larger ones get 413. The body travels in the job's document, under ``limits.max_asset_bytes``.
+    max_request_bytes: int = 4 * 1024 * 1024
+    #: Most records (lines) in one request; more get 400.
+    max_lines: int = 100_000
+
+
 class SandboxMode(str, Enum):
     """Whether jobs run in a sandbox (bubblewrap): the ``sandbox`` setting."""
 
@@ -187,6 +198,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     warm: WarmSettings = field(default_factory=WarmSettings)
     environments: EnvironmentSettings = field(default_factory=EnvironmentSettings)
+    bulk: BulkSettings = field(default_factory=BulkSettings)
     #: The file these settings came from, if any (a sandboxed job never sees it).
     source: Path | None = field(default=None, compare=False, metadata=_NOT_A_KEY)
 
@@ -262,6 +274,9 @@ def from_dict(raw: Any, source: str = "configuration") -> Settings:
     for name in ("max_json_depth", "max_assets", "max_asset_bytes"):
         if getattr(settings.limits, name) < 1:
             raise ConfigError(f"{source}.limits.{name}: must be at least 1, not {getattr(settings.limits, name)}")
+    for name in ("max_request_bytes", "max_lines"):
+        if getattr(settings.bulk, name) < 1:
+            raise ConfigError(f"{source}.bulk.{name}: must be at least 1, not {getattr(settings.bulk, name)}")
     if settings.service.max_request_bytes < 1024:
         raise ConfigError(f"{source}.service.max_request_bytes: must be at least 1024, not "
                           f"{settings.service.max_request_bytes}")

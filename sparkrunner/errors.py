@@ -106,6 +106,24 @@ class JobNotFound(SparkRunnerError):
         super().__init__(f"no job with id {job_id!r}")
 
 
+class ModelNotFound(SparkRunnerError):
+    """No registered model has this name (and version), or none the asker may see."""
+
+    def __init__(self, name: str, version: int | None = None):
+        self.name, self.version = name, version
+        which = f"{name!r}" if version is None else f"{name!r} version {version}"
+        super().__init__(f"no registered model {which}")
+
+
+class BulkRefused(SparkRunnerError):
+    """A bulk-scoring request the service will not take: too large (``status`` 413), or not lines
+    of records at all (400)."""
+
+    def __init__(self, status: int, detail: str):
+        self.status, self.detail = status, detail
+        super().__init__(detail)
+
+
 class IllegalMove(SparkRunnerError):
     """A state change the job's states do not allow (a terminal state never changes)."""
 

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from .config import LimitSettings
 from .errors import FieldError, JobInvalid
 from .workdir import filename_problem
-from .scoringspec import (MLFLOW, MLFLOW_MODEL_TYPE, PYTHON_MODEL_TYPE, ScoringPlan, declared_form,
+from .scoringspec import (MLFLOW, MLFLOW_MODEL_TYPE, PYTHON_MODEL_TYPE, ScoringPlan, declared_form, in_workdir,
                           plan_scoring, takes_one_record_or_frame)
 
 class JobRole(str, Enum):
@@ -84,6 +84,13 @@ class JobSpec:
     timeout_seconds: int | None
     #: The plan of sparkrunner's distributed path (one-parameter score functions), else None.
     scoring: ScoringPlan | None = None
+
+    @property
+    def shipped_files(self) -> tuple[InlineFile, ...]:
+        """The FILE assets the Python workers get (``--files``, or session artifacts when warm):
+        all but the inputs the scoring path's driver reads itself."""
+        read_by_driver = {a.url for a in self.scoring.inputs if a.in_workdir} if self.scoring else set()
+        return tuple(f for f in self.files if f.filename not in read_by_driver)
 
     def asset_lists(self) -> tuple[list[dict], list[dict], list[dict]]:
         """Fresh, plain copies of the three lists the model function receives."""
@@ -275,6 +282,9 @@ def build(doc: dict) -> JobSpec:
             path = f"{list_path}[{i}]"
             field = "filename" if asset.get("filename") else "name"
             name = claim(f"{path}.{field}", asset.get(field) or "")
+            if list_path == "$.outputData" and in_workdir(asset) and not any(
+                    asset.get(f) is not None for f in CONTENT_FIELDS):
+                continue  # no content: a file the job writes in its working directory
             data = file_content(asset, path, errors)
             if name is not None and data is not None:
                 files.append(InlineFile(name, data))

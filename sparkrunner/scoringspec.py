@@ -50,6 +50,9 @@ class DataAsset:
     name: str
     url: str
     format: str
+    #: A FILE asset: a file in the job's working directory (the url is its name), read or
+    #: written by the driver itself, not by Spark (bulk scoring's request and answer).
+    in_workdir: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ def plan_scoring(doc: Mapping[str, Any], form: str, errors: list[FieldError]) ->
     """The distributed path's plan for ``doc``, or None after adding every problem to ``errors``."""
     meta = doc["model"]["storedModel"].get("modelMetaData") or {}
     count = len(errors)
-    inputs = [_data_asset(f"$.inputData[{i}]", a, errors) for i, a in _external(doc.get("inputData", []))]
+    inputs = [_data_asset(f"$.inputData[{i}]", a, errors) for i, a in _data_files(doc.get("inputData", []))]
     if not inputs:
         errors.append(FieldError("$.inputData", (
             "holds no EXTERNAL_FILE asset: a one-parameter (record or DataFrame) score function "
@@ -196,6 +199,22 @@ def _external(assets: list[dict]) -> list[tuple[int, dict]]:
     return [(i, a) for i, a in enumerate(assets) if a.get("assetType") == "EXTERNAL_FILE"]
 
 
+#: Marks a FILE asset as data of the distributed path in the job's working directory (sparkrunner's own).
+IN_WORKDIR = "inWorkdir"
+
+
+def in_workdir(asset: Mapping[str, Any]) -> bool:
+    """True for a FILE asset that is data in the job's working directory (bulk scoring's request
+    and answer): read or written by the driver, as JSON lines."""
+    return asset.get("assetType") == "FILE" and asset.get(IN_WORKDIR) is True
+
+
+def _data_files(assets: list[dict]) -> list[tuple[int, dict]]:
+    """The data the distributed path reads or writes: EXTERNAL_FILE assets, and FILE assets
+    marked ``inWorkdir``."""
+    return [(i, a) for i, a in enumerate(assets or []) if a.get("assetType") == "EXTERNAL_FILE" or in_workdir(a)]
+
+
 def _formats() -> str:
     return "fileFormat " + ", ".join(f"{k} ({v})" for k, v in FILE_FORMATS.items())
 
@@ -207,12 +226,19 @@ def _data_asset(path: str, asset: Mapping[str, Any], errors: list[FieldError]) -
         errors.append(FieldError(f"{path}.fileFormat", (
             f"is {shown}: a one-parameter (record or DataFrame) score function reads and writes "
             f"{_formats()}")))
+    if in_workdir(asset):
+        if file_format != "JSON":
+            errors.append(FieldError(f"{path}.fileFormat", (
+                f"is {asset.get('fileFormat')!r}: a FILE asset is read or written in the job's working "
+                "directory by the driver, as JSON lines only (fileFormat JSON)")))
+        filename = str(asset.get("filename") or asset.get("name") or "")
+        return DataAsset(name=filename, url=filename, format=file_format, in_workdir=True)
     return DataAsset(name=str(asset.get("name") or asset["fileUrl"]), url=asset["fileUrl"], format=file_format)
 
 
 def _outputs(assets: list[dict], errors: list[FieldError]) -> tuple[DataAsset | None, DataAsset | None]:
     """(scores, rejected records): the first output of each kind; rejects default to <scores>_rejected."""
-    outputs = _external(assets)
+    outputs = _data_files(assets)
     scored = [(i, a) for i, a in outputs if a.get("assetRole") != REJECTED_ROLE]
     rejected = [(i, a) for i, a in outputs if a.get("assetRole") == REJECTED_ROLE]
     if not scored:
@@ -228,8 +254,8 @@ def _outputs(assets: list[dict], errors: list[FieldError]) -> tuple[DataAsset | 
     output = _data_asset(f"$.outputData[{scored[0][0]}]", scored[0][1], errors)
     if rejected:
         return output, _data_asset(f"$.outputData[{rejected[0][0]}]", rejected[0][1], errors)
-    return output, DataAsset(name=output.name + REJECTED_SUFFIX,
-                             url=output.url.rstrip("/") + REJECTED_SUFFIX, format=output.format)
+    return output, DataAsset(name=output.name + REJECTED_SUFFIX, url=output.url.rstrip("/") + REJECTED_SUFFIX,
+                             format=output.format, in_workdir=output.in_workdir)
 
 
 def _schema_rules(meta: Mapping[str, Any], key: str, errors: list[FieldError], *, needed: bool,

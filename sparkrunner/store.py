@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import IllegalMove, JobNotFound, StoreError
+from .errors import IllegalMove, JobNotFound, ModelNotFound, StoreError
 from .states import ACTIVE_STATES, JobStatus, can_move
 
 SCHEMA = """
@@ -50,6 +50,26 @@ CREATE TABLE IF NOT EXISTS jobs (
     UNIQUE (owner, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS models (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner       TEXT NOT NULL DEFAULT '',
+    name        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    model       TEXT NOT NULL,
+    defaults    TEXT NOT NULL DEFAULT '{}',
+    job_types   TEXT NOT NULL DEFAULT '[]',
+    trained_by  TEXT,
+    created     REAL NOT NULL,
+    UNIQUE (owner, name, version)
+);
+-- The last version number given to each of a user's model names: a deleted version's number is
+-- never given again, so a job document naming name:version always meant one model.
+CREATE TABLE IF NOT EXISTS model_names (
+    owner        TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    last_version INTEGER NOT NULL,
+    PRIMARY KEY (owner, name)
+);
 """
 
 
@@ -94,6 +114,32 @@ class JobRecord:
         values["status"] = JobStatus(values["status"])  # an unknown value fails loudly
         values["cancel_requested"] = bool(values["cancel_requested"])
         values["warnings"] = tuple(json.loads(values.get("warnings") or "[]"))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One version of a registered model: the ``model`` part of a modelBatchJob and the job
+    fields its jobs get unless they name their own (``defaults``)."""
+
+    seq: int
+    owner: str
+    name: str
+    version: int
+    model: dict
+    defaults: dict
+    #: The jobTypes the model can run (it defines their functions).
+    job_types: tuple[str, ...]
+    #: The training job whose output this version's attachments are; None when registered directly.
+    trained_by: str | None
+    created: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "ModelRecord":
+        values = dict(row)
+        values["model"] = json.loads(values["model"])
+        values["defaults"] = json.loads(values["defaults"])
+        values["job_types"] = tuple(json.loads(values["job_types"]))
         return cls(**values)
 
 
@@ -311,3 +357,61 @@ class JobStore:
         if row is None:
             raise JobNotFound(job_id)
         return JobRecord.from_row(row)
+
+    # -- registered models --------------------------------------------------------------------
+
+    def add_model(self, *, owner: str, name: str, model: dict, defaults: dict,
+                  job_types: Iterable[str], trained_by: str | None = None) -> ModelRecord:
+        """Stores ``model`` as the next version of ``owner``'s model ``name`` (1 for a new name)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT last_version FROM model_names WHERE owner = ? AND name = ?",
+                             (owner, name)).fetchone()
+            version = (row["last_version"] if row else 0) + 1
+            db.execute("INSERT INTO model_names (owner, name, last_version) VALUES (?, ?, ?)"
+                       " ON CONFLICT (owner, name) DO UPDATE SET last_version = excluded.last_version",
+                       (owner, name, version))
+            db.execute("INSERT INTO models (owner, name, version, model, defaults, job_types, trained_by,"
+                       " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (owner, name, version, json.dumps(model), json.dumps(defaults),
+                        json.dumps(list(job_types)), trained_by, time.time()))
+            row = db.execute("SELECT * FROM models WHERE owner = ? AND name = ? AND version = ?",
+                             (owner, name, version)).fetchone()
+            return ModelRecord.from_row(row)
+
+    def get_model(self, owner: str, name: str, version: int | None = None) -> ModelRecord:
+        """``owner``'s model ``name`` at ``version`` (None: the latest); ModelNotFound if none."""
+        query, args = "SELECT * FROM models WHERE owner = ? AND name = ?", [owner, name]
+        if version is not None:
+            query, args = query + " AND version = ?", [*args, version]
+        with self._reading() as db:
+            row = db.execute(query + " ORDER BY version DESC LIMIT 1", args).fetchone()
+        if row is None:
+            raise ModelNotFound(name, version)
+        return ModelRecord.from_row(row)
+
+    def model_versions(self, owner: str, name: str) -> list[ModelRecord]:
+        """Every version of ``owner``'s model ``name``, newest first (empty when there is none)."""
+        with self._reading() as db:
+            rows = db.execute("SELECT * FROM models WHERE owner = ? AND name = ? ORDER BY version DESC",
+                              (owner, name)).fetchall()
+        return [ModelRecord.from_row(r) for r in rows]
+
+    def latest_models(self, owner: str) -> list[ModelRecord]:
+        """The latest version of each of ``owner``'s models, by name."""
+        with self._reading() as db:
+            rows = db.execute("SELECT * FROM models WHERE owner = ? AND version = (SELECT MAX(version)"
+                              " FROM models AS m WHERE m.owner = models.owner AND m.name = models.name)"
+                              " ORDER BY name", (owner,)).fetchall()
+        return [ModelRecord.from_row(r) for r in rows]
+
+    def delete_model(self, owner: str, name: str, version: int | None = None) -> int:
+        """Deletes one version of ``owner``'s model ``name``, or all (``version`` None); how many
+        were deleted. ModelNotFound when there was none. Jobs made from it keep their documents."""
+        query, args = "DELETE FROM models WHERE owner = ? AND name = ?", [owner, name]
+        if version is not None:
+            query, args = query + " AND version = ?", [*args, version]
+        with self._transaction() as db:
+            deleted = db.execute(query, args).rowcount
+        if not deleted:
+            raise ModelNotFound(name, version)
+        return deleted

@@ -118,7 +118,7 @@ def warm_session(spec: JobSpec, spark_conf: Mapping[str, str]) -> dict:
     """
     artifacts = [{"path": SCORING_FILENAME, "kind": "pyfile"}] if spec.scoring else []
     artifacts += [{"path": m.filename, "kind": "pyfile"} for m in spec.modules]
-    artifacts += [{"path": f.filename, "kind": "file"} for f in spec.files]
+    artifacts += [{"path": f.filename, "kind": "file"} for f in spec.shipped_files]
     cold_only = []
     for url in spec.scoring.attachments if spec.scoring else ():
         path = local_path(url)

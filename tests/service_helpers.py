@@ -85,6 +85,10 @@ class Api:
     def get(self, path: str, headers: dict | None = None, **kwargs) -> requests.Response:
         return requests.get(self.url + path, timeout=30, headers={**self.headers, **(headers or {})}, **kwargs)
 
+    def delete(self, path: str, headers: dict | None = None, **kwargs) -> requests.Response:
+        headers = {"X-Requested-By": "sparkrunner-tests", **self.headers, **(headers or {})}
+        return requests.delete(self.url + path, timeout=30, headers=headers, **kwargs)
+
     def submit(self, doc: dict, **headers) -> dict:
         response = self.post("/jobs", json=doc, headers=headers)
         assert response.status_code in (200, 201), response.text

@@ -56,6 +56,16 @@ class JobRefused(SparkRunnerError, AirflowFailException):
                                            for e in self.errors))
 
 
+def job_of_registered_model(model: str, job_type: str, input_data: list[dict] | None,
+                            output_data: list[dict] | None, fields: dict | None) -> dict:
+    """The job document that runs registered model ``model`` (``name`` or ``name:version``); the
+    service makes it complete (sparkrunner.models)."""
+    if fields is not None and not isinstance(fields, dict):
+        raise TypeError(f"with model=, job holds further job fields (a dict), not {type(fields).__name__}")
+    return {**(fields or {}), "model": {"ref": model}, "jobType": job_type,
+            "inputData": list(input_data or []), "outputData": list(output_data or [])}
+
+
 def idempotency_key(dag_id: str, task_id: str, run_id: str, map_index: int, generation: int = 1) -> str:
     """The Idempotency-Key of a task instance's job; later generations replace failed jobs."""
     key = f"airflow:{dag_id}:{task_id}:{run_id}:{map_index}"
@@ -69,6 +79,10 @@ class SparkRunnerJobOperator(BaseOperator):
         or ``template_searchpath``, or absolute; itself templated) read when the task runs. Strings
         in the document are Jinja-templated (``"fileUrl": "hdfs:///scores/{{ ds }}"``), except
         model source code and FILE asset contents, which travel verbatim.
+    :param model: instead of carrying its model, the job runs a model registered on the service:
+        ``"name"`` (its latest version) or ``"name:version"``; ``job_type``, ``input_data`` and
+        ``output_data`` (lists of data assets, templated) complete the job, and ``job``, if given,
+        adds other job fields (over the model's defaults).
     :param sparkrunner_conn_id: an Airflow connection of type ``sparkrunner``.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval: seconds between looks at the job.
@@ -87,11 +101,15 @@ class SparkRunnerJobOperator(BaseOperator):
     template_fields_renderers = {"job": "json"}
     ui_color = "#e8f1fa"
 
-    def __init__(self, *, job: dict | str,
+    def __init__(self, *, job: dict | str | None = None, model: str | None = None,
+                 job_type: str = "MODEL_BATCH_JOB", input_data: list[dict] | None = None,
+                 output_data: list[dict] | None = None,
                  sparkrunner_conn_id: str = SparkRunnerHook.default_conn_name,
                  deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
                  poll_interval: float = 10.0, max_failed_polls: int = 5, **kwargs: Any):
         super().__init__(**kwargs)
+        if model is not None:
+            job = job_of_registered_model(model, job_type, input_data, output_data, job)
         if not isinstance(job, (dict, str, XComArg)):
             raise TypeError(f"job must be a job document (dict), a JSON file's path or an XComArg, "
                             f"not {type(job).__name__}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import (ClusterError, ConfigError, DataDirInUse, EnvironmentFailed, HdfsCheckFailed, JobInvalid,
-                      JobNotFound, RequestRefused, ServiceUnavailable, SparkNotFound, SparkRunnerError, StoreError,
-                      UsageError, WorkdirError)
+from ..errors import (BulkRefused, ClusterError, ConfigError, DataDirInUse, EnvironmentFailed, HdfsCheckFailed,
+                      JobInvalid, JobNotFound, ModelNotFound, RequestRefused, ServiceUnavailable, SparkNotFound,
+                      SparkRunnerError, StoreError, UsageError, WorkdirError)
 
 EXIT_OK = 0
 #: The job failed (also: the cluster did not start, or is not running).
@@ -21,6 +21,8 @@ EXIT_CODES: tuple[tuple[type[SparkRunnerError], int], ...] = (
     (JobInvalid, EXIT_INVALID),
     (RequestRefused, EXIT_INVALID),  # a wrong job id or token, a refused request
     (JobNotFound, EXIT_INVALID),
+    (ModelNotFound, EXIT_INVALID),
+    (BulkRefused, EXIT_INVALID),  # too large, or no records
     (UsageError, EXIT_INVALID),  # also ClusterUsageError
     (ConfigError, EXIT_INVALID),
     (SparkNotFound, EXIT_INVALID),  # spark.home names no Spark

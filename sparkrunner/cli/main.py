@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import JobInvalid, SparkRunnerError
-from . import cluster, local, remote, serve
+from . import cluster, local, models, remote, serve
 from .exits import EPILOG, EXIT_INVALID, exit_code
 
 
@@ -61,5 +61,6 @@ def parser() -> argparse.ArgumentParser:
     serve.add_commands(commands)
     cluster.add_commands(commands)
     remote.add_commands(commands)
+    models.add_commands(commands)
     return top
 

@@ -37,6 +37,9 @@ RESULT_FILE = "result.json"
 EXIT_MODEL_FAILED = 1
 #: Set by the service in the environment of a warm run.
 WARM_VARIABLE = "SPARKRUNNER_WARM"
+#: Set for a warm run whose session the next job of the same model takes over (warm/run.py):
+#: the session is left open at the end, its Python workers ready.
+KEEP_SESSION_VARIABLE = "SPARKRUNNER_KEEP_SESSION"
 #: pyspark's error conditions for what a Spark Connect client cannot do.
 CONNECT_LACKS = frozenset({"JVM_ATTRIBUTE_NOT_SUPPORTED", "NOT_IMPLEMENTED",
                            "CONTEXT_UNAVAILABLE_FOR_REMOTE_CLIENT"})
@@ -344,7 +347,10 @@ def calls(job, model, spark):
         if job.primary_source:
             with open(job.primary_source, encoding="utf-8") as f:
                 source = f.read()
-        described = {"source": source, "filename": job.primary_source, "key": job.job_id,
+        # In a kept session the workers keep the model loaded for the next job of the same model
+        # (the key says which model; it is the job's own otherwise, so each job inits its model).
+        key = "kept-session" if is_warm() and os.environ.get(KEEP_SESSION_VARIABLE) == "1" else job.job_id
+        described = {"source": source, "filename": job.primary_source, "key": key,
                      "function": job.method_to_be_executed, "init": job.init_function}
         return [(label, lambda: sparkrunner_scoring.run(spark, plan, described))]
     found = []
@@ -386,7 +392,7 @@ def run_warm(job, cancel, workdir):
     try:
         set_up_warm_session(spark, setup, workdir)
     except BaseException as exc:
-        spark.stop()
+        end_spark(spark)
         return fail("setting up the Spark Connect session", exc)
     return run_job(job, spark, workdir)
 
@@ -420,7 +426,15 @@ def run_job(job, spark, workdir):
                 say("result", text)
         return 0
     finally:
-        spark.stop()
+        end_spark(spark)
+
+
+def end_spark(spark):
+    """Stops Spark: a cold run's application, or releases a warm run's session, unless the
+    service keeps that session for the next job (the process's exit closes the connection)."""
+    if is_warm() and os.environ.get(KEEP_SESSION_VARIABLE) == "1":
+        return
+    spark.stop()
 
 
 if __name__ == "__main__":

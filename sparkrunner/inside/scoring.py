@@ -176,6 +176,8 @@ def read_inputs(spark, plan):
 
 def read(spark, asset, typed_csv=True):
     """One input asset. CSV has a header; its types are inferred unless an inputSchema gives them."""
+    if asset.get("in_workdir"):
+        return read_in_workdir(spark, asset["url"])
     reader = spark.read
     if asset["format"] == "CSV":
         return reader.option("header", True).option("inferSchema", typed_csv).csv(asset["url"])
@@ -186,6 +188,8 @@ def read(spark, asset, typed_csv=True):
 
 def write(frame, asset):
     """Writes ``frame`` to ``asset`` in its fileFormat, replacing what was there (as Spark jobs do)."""
+    if asset.get("in_workdir"):
+        return write_in_workdir(frame, asset["url"])
     writer = frame.write.mode("overwrite")
     if asset["format"] == "CSV":
         # Quotes doubled inside quoted fields (RFC 4180), not Spark's default backslash.
@@ -194,6 +198,68 @@ def write(frame, asset):
         writer.json(asset["url"])
     else:
         writer.parquet(asset["url"])
+
+
+def read_in_workdir(spark, filename):
+    """The JSON lines of a file in the job's working directory (the driver's), as a DataFrame
+    made here and sent to Spark: a warm job's server cannot see the job's directory.
+
+    A column whose values are all booleans, all integers or all numbers gets that type; any other
+    column is text (an object or list as its JSON), so that one record's odd value does not fail
+    the batch: the input schema's check converts text as it converts CSV's, and rejects the record.
+    """
+    from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType
+
+    with open(filename, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    names = list(dict.fromkeys(name for record in records for name in record))
+    fields, columns = [], []
+    for name in names:
+        values = [record.get(name) for record in records]
+        kinds = {_kind(value) for value in values if value is not None}
+        if kinds == {"boolean"}:
+            spark_type = BooleanType()
+        elif kinds == {"integer"}:
+            spark_type = LongType()
+        elif kinds and kinds <= {"integer", "number"}:
+            spark_type, values = DoubleType(), [None if v is None else float(v) for v in values]
+        else:
+            spark_type = StringType()
+            values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
+        fields.append(StructField(name, spark_type))
+        columns.append(values)
+    return spark.createDataFrame(list(zip(*columns)), StructType(fields))
+
+
+def _kind(value):
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int) and -2**63 <= value < 2**63:
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "text"
+
+
+def write_in_workdir(frame, filename):
+    """Writes ``frame`` as JSON lines into a file in the job's working directory: the rows are
+    collected to the driver (a batch small enough for an HTTP request) and written one a line,
+    flushed as they go, so that a reader can follow the file as it grows."""
+    rows = frame.collect()
+    with open(filename, "w", encoding="utf-8", buffering=1) as out:
+        for row in rows:
+            out.write(json.dumps(_json_safe(row.asDict(recursive=True)), default=str) + "\n")
+
+
+def _json_safe(value):
+    """``value`` with NaN and infinities as None: JSON has no such numbers."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def output_schema(spark, inputs, job):

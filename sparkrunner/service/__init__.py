@@ -24,12 +24,13 @@ from typing import Iterable
 from ..admission import AdmittedJob, Origin, admit
 from ..command import child_env
 from ..config import Settings
-from ..errors import DataDirInUse, FieldError, JobInvalid
+from .. import models
+from ..errors import DataDirInUse, FieldError, JobInvalid, JobNotFound, ModelNotFound
 from ..launcher import Launcher
 from ..progress import Progress
 from ..sandbox import choose
 from ..states import JobStatus
-from ..store import JobRecord, JobStore
+from ..store import JobRecord, JobStore, ModelRecord
 from ..workdir import DIR_MODE
 from ..warm import make_pool
 from .reader import JobFiles
@@ -115,6 +116,7 @@ class JobService:
         With an idempotency key already used by ``owner``, the earlier job is returned and
         nothing new is stored or run.
         """
+        document = self.resolve_model(document, owner)
         job = admit(document, self.settings, Origin.SERVICE, self.data_dir, self.warm_unavailable)
         self._check_requirements(job)
         spec = job.spec
@@ -128,6 +130,62 @@ class JobService:
             log.info("Job %s (%s %r) stored and queued.", record.id, spec.job_type, spec.name)
             self.runner.queue(record.id, job)
         return record, created
+
+    def resolve_model(self, document: dict, owner: str) -> dict:
+        """``document`` made complete when it names a registered model of ``owner``'s (see
+        :mod:`sparkrunner.models`); as it is otherwise. The one place a reference is resolved:
+        every route submits through :meth:`submit`."""
+        ref = models.reference(document)
+        if ref is None:
+            return document
+        name, version = ref
+        try:
+            record = self.store.get_model(owner, name, version)
+        except ModelNotFound as exc:
+            known = ", ".join(r.name for r in self.store.latest_models(owner)) or "none"
+            raise JobInvalid([FieldError(f"$.model.{models.REF_FIELD}", f"{exc} (your models: {known})")]) from exc
+        return models.job_from_model(document, record)
+
+    # -- registered models --------------------------------------------------------------------
+
+    def register_model(self, body: dict, owner: str = "") -> ModelRecord:
+        """Stores the model ``body`` registers as the next version of its name; JobInvalid
+        listing every problem when it cannot run as any job type."""
+        registration = models.registration(body, self.settings, self.data_dir)
+        record = self.store.add_model(owner=owner, name=registration.name, model=registration.model,
+                                      defaults=registration.defaults, job_types=registration.job_types)
+        log.info("Model %r version %d registered (%s).", record.name, record.version, ", ".join(record.job_types))
+        return record
+
+    def register_trained(self, name: str, job_id: str, owner: str = "") -> ModelRecord:
+        """Stores, as the next version of ``name``, the model a completed training job of
+        ``owner``'s trained: its outputs become the model's attachments."""
+        errors = models.check_name(name, "$.name")
+        try:
+            record = self.store.get(job_id)
+            if record.owner != owner:
+                raise JobNotFound(job_id)
+        except JobNotFound:
+            errors.append(FieldError("$.fromJob", f"{job_id!r} is none of your jobs"))
+            raise JobInvalid(errors) from None
+        if record.job_type != "MODEL_BATCH_TRAINING_JOB" or record.status is not JobStatus.COMPLETE:
+            errors.append(FieldError("$.fromJob", f"job {job_id} is a {record.status.value} "
+                                     f"{record.job_type}; only a COMPLETE MODEL_BATCH_TRAINING_JOB "
+                                     "has trained a model"))
+        if errors:
+            raise JobInvalid(errors)
+        document = json.loads(record.document)
+        model, defaults = models.trained_model(document)
+        source = document.get(models.SOURCE_FIELD) or {}
+        try:  # the version it was trained from keeps the defaults of every job type (idField too)
+            defaults = self.store.get_model(owner, source["name"], source["version"]).defaults
+        except (KeyError, TypeError, ModelNotFound):
+            pass  # a job that carried its model, or whose model was deleted since: its own fields
+        types = models.job_types(model, defaults, self.settings, self.data_dir)
+        stored = self.store.add_model(owner=owner, name=name, model=model, defaults=defaults,
+                                      job_types=types, trained_by=job_id)
+        log.info("Model %r version %d registered from training job %s.", name, stored.version, job_id)
+        return stored
 
     def get(self, job_id: str) -> JobRecord:
         """The job; JobNotFound if there is none."""

@@ -32,7 +32,7 @@ from ..prepare import WARNING_PREFIX
 from ..states import ACTIVE_STATES, JobStatus
 from ..store import JobRecord, JobStore
 from ..warm.pool import WarmPool
-from ..warm.run import WarmRun
+from ..warm.run import WarmRun, session_key
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class Runner:
                 shutil.rmtree(workdir)  # a layout the last service run left before starting
             run = self.launcher.prepare(job, workdir, record.id)
             if job.execution.warm and self.warm is not None:
-                return self._warm_or_cold(record, run)
+                return self._warm_or_cold(record, run, session_key(job))
             return run
         except HdfsCheckFailed as exc:
             log.warning("Job %s fails its HDFS checks: %s", record.id, exc)
@@ -208,12 +208,13 @@ class Runner:
             self._end_unstarted(record.id, f"cannot start: {exc}")
         return None
 
-    def _warm_or_cold(self, record: JobRecord, cold: SparkSubmit) -> SparkSubmit:
-        """The warm run of a prepared job on its owner's warm server; the ``cold`` one when no
-        server can be had (the job's record and log say why)."""
+    def _warm_or_cold(self, record: JobRecord, cold: SparkSubmit, key: str | None = None) -> SparkSubmit:
+        """The warm run of a prepared job on its owner's warm server (in a session an earlier job
+        of kind ``key`` left, if any); the ``cold`` one when no server can be had (the job's
+        record and log say why)."""
         server, why = self.warm.acquire(record.owner)
         if server is not None:
-            return WarmRun(server, cold.cwd, record.id, release=self.warm.release)
+            return WarmRun(server, cold.cwd, record.id, release=self.warm.release, session_key=key)
         reason = f"meant to run warm, it ran cold: {why}"
         log.warning("Job %s %s.", record.id, reason)
         self.store.update(record.id, execution_mode="cold", execution_reason=reason)

@@ -10,6 +10,8 @@ minutes) and ends ERROR saying the server died.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import time
@@ -17,6 +19,8 @@ import uuid
 from pathlib import Path
 
 from .. import proc
+from ..admission import AdmittedJob
+from ..jobspec import JobSpec
 from ..launcher import Outcome, SparkSubmit, _REPORT
 from ..states import JobStatus
 from ..workdir import DIR_MODE, EXIT_FILENAME, LOG_FILENAME, SCRATCH_DIRNAME, SUPERVISOR_FILENAME
@@ -27,18 +31,48 @@ from .server import WarmServer
 SERVER_CHECK_SECONDS = 1.0
 
 
-class WarmRun(SparkSubmit):
-    """One warm job on ``server``; :meth:`start` asks its fork server."""
+def session_key(job: AdmittedJob) -> str | None:
+    """What makes a warm job's session fit for the next job of the same kind, or None when the job
+    needs a session of its own.
 
-    def __init__(self, server: WarmServer, workdir: Path, job_id: str, release=None):
+    Starting a session's Python workers takes seconds, more than scoring a small batch; so jobs
+    that differ only in their data may share one, one after the other: scoring jobs of one
+    registered model version (the same source, files and attachments, added again as they are)
+    with the same SQL settings, whose data lies in their own working directories (bulk scoring:
+    nothing of theirs is added to the session).
+    """
+    spec = job.spec
+    source = spec.document.get("registeredModel")
+    if not isinstance(spec, JobSpec) or spec.scoring is None or not isinstance(source, dict):
+        return None
+    if not all(a.in_workdir for a in spec.scoring.inputs):
+        return None
+    model_files = {a.get("filename") or a.get("name") for a in spec.document["model"]["storedModel"]["modelAssets"]
+                   if a.get("assetType") == "FILE"}
+    if any(f.filename not in model_files for f in spec.shipped_files):
+        return None
+    sql = sorted((k, v) for k, v in job.settings.conf.items() if k.startswith("spark.sql."))
+    # The model itself too: registeredModel is only carried, a document could name any.
+    digest = hashlib.sha256(json.dumps([spec.document["model"], sql], sort_keys=True).encode()).hexdigest()
+    return f"{source.get('name')}:{source.get('version')}:{digest[:16]}"
+
+
+class WarmRun(SparkSubmit):
+    """One warm job on ``server``; :meth:`start` asks its fork server. With ``session_key``, its
+    session is one an earlier job of that kind left (:func:`session_key`), and it is left for the
+    next one when the job completes."""
+
+    def __init__(self, server: WarmServer, workdir: Path, job_id: str, release=None,
+                 session_key: str | None = None):
         workdir = Path(workdir)
         super().__init__([], workdir, {}, workdir / LOG_FILENAME, workdir / EXIT_FILENAME)
         self.server = server
         self.job_id = job_id
         self._release = release
         self._server_checked = 0.0
+        self.session_key = session_key
         #: Its Spark Connect session: the server's Spark jobs for it carry it in their tags.
-        self.session_id = str(uuid.uuid4())
+        self.session_id = server.take_session(session_key) if session_key else str(uuid.uuid4())
 
     def start(self) -> int:
         scratch = self.cwd / SCRATCH_DIRNAME
@@ -49,7 +83,8 @@ class WarmRun(SparkSubmit):
                       f"(127.0.0.1:{self.server.port}, its job {self.server.jobs_started + 1})\n".encode())
         files = {"log": self.log_path, "exit": self.exit_file,
                  "supervisor": self.exit_file.with_name(SUPERVISOR_FILENAME)}
-        self.pid = self.server.fork(self.job_id, self.cwd, files, scratch, self.session_id)
+        self.pid = self.server.fork(self.job_id, self.cwd, files, scratch, self.session_id,
+                                    keep_session=self.session_key is not None)
         started = proc.start_time(self.pid)
         self.start_time = None if started is None else str(started)
         return self.pid
@@ -76,6 +111,8 @@ class WarmRun(SparkSubmit):
                 proc.signal_group(self.pid, signal.SIGKILL)
         finally:
             self.release()
+        if outcome.status is JobStatus.COMPLETE and self.session_key is not None:
+            self.server.keep_session(self.session_key, self.session_id)  # any other end: never again
         if outcome.status is JobStatus.ERROR and not self.server.alive():
             return Outcome(JobStatus.ERROR, f"{self.server.ended} while the job ran", outcome.exit_code,
                            outcome.signal, outcome.tail)

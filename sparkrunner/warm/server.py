@@ -47,6 +47,11 @@ RECORD_FILENAME = "server.json"
 EXIT_FILENAME = "exit.json"
 #: How long stop() waits for the server to end after SIGTERM before it kills it.
 STOP_GRACE_SECONDS = 10.0
+#: A kept session idle longer than this is not taken again: Spark Connect closes a session idle
+#: for an hour (spark.connect.session.manager.defaultSessionTimeout), and a closed one cannot be
+#: reopened.
+SESSION_KEPT_SECONDS = 30 * 60
+KEEP_SESSION_VARIABLE = "SPARKRUNNER_KEEP_SESSION"
 
 
 def free_port() -> int:
@@ -89,6 +94,9 @@ class WarmServer:
         self.ui_url: str | None = None
         self._fork_lock = threading.Lock()
         self._ready_lock = threading.Lock()
+        #: Sessions a finished job left open for the next job of the same kind: key -> [(id, when)].
+        self._kept_sessions: dict[str, list[tuple[str, float]]] = {}
+        self._sessions_lock = threading.Lock()
         self._base_env: dict[str, str] = {}
 
     # -- start and stop -----------------------------------------------------------------------
@@ -211,13 +219,31 @@ class WarmServer:
         return {"SPARK_REMOTE": f"sc://localhost:{self.port}/;session_id={session_id or uuid.uuid4()}",
                 TOKEN_VARIABLE: self._token, "SPARKRUNNER_WARM": "1"}
 
+    def take_session(self, key: str) -> str:
+        """A session for a job of kind ``key`` (see :func:`sparkrunner.warm.run.session_key`):
+        one an earlier job of that kind left open, its Python workers started and its artifacts
+        added, else a new one. One job at a time uses a session."""
+        now = time.monotonic()
+        with self._sessions_lock:
+            kept = [(sid, at) for sid, at in self._kept_sessions.get(key, []) if now - at < SESSION_KEPT_SECONDS]
+            session_id = kept.pop()[0] if kept else str(uuid.uuid4())
+            self._kept_sessions[key] = kept
+        return session_id
+
+    def keep_session(self, key: str, session_id: str) -> None:
+        """Gives back a session a job of kind ``key`` ended well in, for the next such job."""
+        with self._sessions_lock:
+            self._kept_sessions.setdefault(key, []).append((session_id, time.monotonic()))
+
     def fork(self, job_id: str, workdir: Path, files: Mapping[str, Path], scratch: Path,
-             session_id: str | None = None) -> int:
+             session_id: str | None = None, keep_session: bool = False) -> int:
         """Starts a job's process in ``workdir``, its ``log``, ``exit`` and ``supervisor`` files
-        named by ``files``, in Spark Connect session ``session_id`` (default: a new one); the
-        pid of its supervisor."""
+        named by ``files``, in Spark Connect session ``session_id`` (default: a new one), left
+        open at the end with ``keep_session``; the pid of its supervisor."""
         env = {**self._base_env, **self.session_env(session_id), "HOME": str(scratch),
                "TMPDIR": str(scratch)}
+        if keep_session:
+            env[KEEP_SESSION_VARIABLE] = "1"
         answer = self._ask({"job": job_id, "workdir": str(workdir), "env": env,
                             **{name: str(path) for name, path in files.items()}})
         if "error" in answer:
