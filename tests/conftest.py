@@ -124,6 +124,7 @@ def _no_jvm_in_this_test(_no_jvm_unless_e2e):
 _SHARED_FIXTURES = (("standalone_cluster",), ("connect_server", "examples", "titanic_run"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     # Tests marked "last" stop a fixture the whole session shares (the standalone cluster).
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
