@@ -545,6 +545,13 @@ class Hold:
     def shared(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_SH)
 
+    def inheritable_copy(self) -> int:
+        """A copy of the lock's descriptor for a child to inherit (``pass_fds``), numbered 10 or
+        more, clear of the low numbers a child may claim (:data:`sparkrunner.inside.supervise.STATUS_FD`).
+        The lock lasts while the child holds it, whoever else closes theirs; close the copy
+        once the child is started."""
+        return fcntl.fcntl(self._fd, fcntl.F_DUPFD_CLOEXEC, 10)
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
