@@ -465,6 +465,8 @@ class EnvironmentCache:
         """(last use, size in bytes, key) of every built environment, least recently used first."""
         found = []
         for meta in self.root.glob("*/meta.json"):
+            if meta.parent.name.startswith("."):
+                continue  # a build about to be renamed into place (pathlib's glob matches dot names)
             try:
                 size = json.loads(meta.read_text())["size"]
                 archive = meta.with_name(ARCHIVE_FILENAME)

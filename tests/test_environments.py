@@ -184,3 +184,12 @@ def test_a_sandboxed_build_writes_only_its_own_directory_and_uv_s_cache(tmp_path
         assert run_python(env.python, "import inflection; print(inflection.__version__)") == "0.5.1"
     finally:
         hold.close()
+
+
+def test_a_build_about_to_be_renamed_into_place_is_never_evicted(tmp_path):
+    envs = cache(tmp_path, max_cache_mb=1)
+    root = tmp_path / "envs"
+    (root / "locks").mkdir(parents=True)
+    write_entry(root, ".build-k-x1", 2 * 1024 * 1024, time.time() - 100)  # its meta.json is written
+    assert envs.entries() == [] and envs.evict() == []
+    assert (root / ".build-k-x1" / "meta.json").is_file()
