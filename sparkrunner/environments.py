@@ -29,6 +29,7 @@ its siblings name others.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -409,18 +410,13 @@ class EnvironmentCache:
         if self.sandbox is not None:
             argv = self.build_sandbox_argv(work) + argv
             env.update(HOME="/tmp", TMPDIR="/tmp")
-        process = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   start_new_session=True, text=True, errors="replace")
-        try:
-            output, _ = process.communicate(timeout=max(timeout, 1))
-        except subprocess.TimeoutExpired:
-            signal_group(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
+        with self._using_uv_cache():
+            output, returncode = _run_group(argv, work, env, timeout)
+        if returncode is None:
             raise EnvironmentFailed(f"building the job's Python environment took longer than "
                                     f"{self.config.build_timeout_seconds} s "
                                     "(environments.build_timeout_seconds)", log=output, timed_out=True)
-        if process.returncode != 0:
+        if returncode != 0:
             raise EnvironmentFailed(f"building the job's Python environment failed: {error_lines(output)}",
                                     log=output, detail=error_lines(output))
         return output
@@ -453,6 +449,11 @@ class EnvironmentCache:
     @property
     def uv_cache(self) -> Path:
         return self.root / "uv-cache"
+
+    @property
+    def uv_cache_lock(self) -> Path:
+        """The lock each uv run holds shared, and removing uv's download cache exclusive."""
+        return self.root / "locks" / "uv-cache.use"
 
     def _make_root(self) -> None:
         for directory in (self.root, self.root / "locks"):
@@ -503,8 +504,28 @@ class EnvironmentCache:
             log.info("Evicted environment %s (%.1f MB): the cache is bounded to %d MB.", key,
                      size / 1e6, self.config.max_cache_mb)
         if total + _size(self.uv_cache) > budget and self.uv_cache.is_dir():
-            shutil.rmtree(self.uv_cache, ignore_errors=True)
+            self._remove_uv_cache()
         return removed
+
+    @contextlib.contextmanager
+    def _using_uv_cache(self):
+        """Holds uv's download cache for a uv run: eviction does not remove it meanwhile."""
+        in_use = Hold(self.uv_cache_lock)
+        try:
+            in_use.shared()
+            yield
+        finally:
+            in_use.close()
+
+    def _remove_uv_cache(self) -> None:
+        """Removes uv's download cache unless a uv run (another job's build) is using it: it
+        is only a cache, and the next eviction tries again."""
+        lock = Hold(self.uv_cache_lock)
+        try:
+            if lock.exclusive(wait=False):
+                shutil.rmtree(self.uv_cache, ignore_errors=True)
+        finally:
+            lock.close()
 
 
 def lock_lines(lock: str) -> list[str]:
@@ -518,6 +539,21 @@ def error_lines(output: str, most: int = 12) -> str:
                   if line.startswith(("error", "×", "x ", "Because")) or "error:" in line), None)
     picked = lines[start:] if start is not None else lines[-most:]
     return " ".join(picked[:most]) or "uv failed and said nothing"
+
+
+def _run_group(argv: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float) -> tuple[str, int | None]:
+    """(output, exit code) of ``argv`` run in a process group of its own; the exit code is
+    None when it ran past ``timeout`` seconds (at least 1) and its group was killed."""
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True, text=True, errors="replace")
+    try:
+        output, _ = process.communicate(timeout=max(timeout, 1))
+    except subprocess.TimeoutExpired:
+        signal_group(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        return output, None
+    return output, process.returncode
 
 
 def _size(path: Path) -> int:

@@ -193,3 +193,19 @@ def test_a_build_about_to_be_renamed_into_place_is_never_evicted(tmp_path):
     write_entry(root, ".build-k-x1", 2 * 1024 * 1024, time.time() - 100)  # its meta.json is written
     assert envs.entries() == [] and envs.evict() == []
     assert (root / ".build-k-x1" / "meta.json").is_file()
+
+
+def test_uv_s_download_cache_is_not_removed_while_a_build_uses_it(tmp_path):
+    envs = cache(tmp_path, max_cache_mb=1)
+    (tmp_path / "envs" / "locks").mkdir(parents=True)
+    envs.uv_cache.mkdir()
+    (envs.uv_cache / "wheel").write_bytes(b"x" * 2 * 1024 * 1024)
+    building = Hold(envs.uv_cache_lock)
+    building.shared()  # as another job's uv run holds it
+    try:
+        envs.evict()
+        assert (envs.uv_cache / "wheel").is_file()
+    finally:
+        building.close()
+    envs.evict()
+    assert not envs.uv_cache.exists()
