@@ -168,13 +168,15 @@ class Indexes:
     find_links: tuple[str, ...] = ()
     cert: str = ""
 
-    def uv_args(self) -> list[str]:
-        args = ["--index-url", self.index_url] if self.index_url else []
-        for url in self.extra_index_urls:
-            args += ["--extra-index-url", url]
-        for link in self.find_links:
-            args += ["--find-links", link]
-        return args
+    def uv_env(self) -> dict[str, str]:
+        """The variables that hand these indexes to uv. Variables, not options: an index URL may
+        carry a password, and a process's argv is readable by every user of the host."""
+        env = {"UV_INDEX_URL": self.index_url} if self.index_url else {}
+        if self.extra_index_urls:
+            env["UV_EXTRA_INDEX_URL"] = " ".join(self.extra_index_urls)
+        if self.find_links:
+            env["UV_FIND_LINKS"] = ",".join(self.find_links)  # uv splits this one at commas
+        return env
 
     def local_dirs(self) -> list[str]:
         """Directories on this host the indexes live in, which a sandboxed build must see: a
@@ -397,9 +399,9 @@ class EnvironmentCache:
     def _uv(self, work: Path, args: Sequence[str], timeout: float) -> str:
         """Runs uv (in the sandbox when there is one) with ``work`` its only writable place
         besides uv's download cache; its output, or EnvironmentFailed with its error lines."""
-        argv = [uv_binary(), *args[:2], *self.indexes.uv_args(), *args[2:]] if args[0] == "pip" else \
-            [uv_binary(), *args]
+        argv = [uv_binary(), *args]
         env = {k: v for k, v in os.environ.items() if k in PROXY_VARIABLES}
+        env.update(self.indexes.uv_env())
         env.update({"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work / "tmp"),
                     "TMPDIR": str(work / "tmp"), "UV_CACHE_DIR": str(self.uv_cache),
                     "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"})

@@ -64,11 +64,11 @@ def test_the_indexes_are_pip_s_unless_configured():
            "global.find-links": "/srv/wheels", ":env:.find-links": "/srv/env-wheels",
            "global.cert": "/etc/ssl/certs/ca.crt"}
     found = indexes_from(EnvironmentSettings(), pip)
-    assert found.uv_args() == ["--extra-index-url", "file:///srv/a/simple",
-                               "--extra-index-url", "file:///srv/b/simple", "--find-links", "/srv/env-wheels"]
+    assert found.uv_env() == {"UV_EXTRA_INDEX_URL": "file:///srv/a/simple file:///srv/b/simple",
+                              "UV_FIND_LINKS": "/srv/env-wheels"}
     assert found.cert == "/etc/ssl/certs/ca.crt"
     configured = indexes_from(EnvironmentSettings(index_url="file:///srv/mirror/simple"), pip)
-    assert configured.uv_args() == ["--index-url", "file:///srv/mirror/simple"]
+    assert configured.uv_env() == {"UV_INDEX_URL": "file:///srv/mirror/simple"}
 
 
 # -- real builds ---------------------------------------------------------------------------------
