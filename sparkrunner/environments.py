@@ -5,9 +5,9 @@ own: a virtual environment holding those packages, layered over the base install
 interpreter sparkrunner runs jobs with), so that pyspark, pandas, pyarrow and everything else the
 base has are reused, not installed again, unless the model pins other versions.
 
-- **Keyed** by the base's Python version, its pyspark version, the base versions reused
-  (``environments.reuse``) and the sorted, normalized requirement set: jobs naming the same
-  packages share one environment.
+- **Keyed** by the base's Python version, its pyspark version, every base package's version
+  (the environment relies on those it does not install) and the sorted, normalized requirement
+  set: jobs naming the same packages share one environment.
 - **Built once**: ``uv pip compile`` resolves the set (wheels only unless
   ``environments.only_binary`` is off, with the reused base packages held to the base's
   versions), the packages the base already has at the resolved version are dropped, and
@@ -110,9 +110,14 @@ def probe_base(python: str) -> Base:
 
 
 def env_key(base: Base, requirements: Requirements, settings: EnvironmentSettings) -> str:
-    """The cache key of ``requirements``' environment over ``base``: what decides its content."""
+    """The cache key of ``requirements``' environment over ``base``: what decides its content.
+
+    Every base distribution counts, not only pyspark's: a package the base has at the resolved
+    version is not installed (:func:`to_install`), so an environment built over one base would
+    see another version of it after the base changed."""
     reused = reused_pins(base, requirements, settings)
     material = {"python": base.version, "pyspark": base.distributions.get("pyspark", ""),
+                "base": sorted(base.distributions.items()),
                 "reused": reused, "requirements": list(requirements.lines),
                 "only_binary": settings.only_binary}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:20]

@@ -33,7 +33,7 @@ def reqs(*lines: str) -> Requirements:
 
 # -- pure parts ---------------------------------------------------------------------------------
 
-def test_the_key_follows_python_pyspark_the_reused_base_and_the_set():
+def test_the_key_follows_python_pyspark_the_base_s_packages_and_the_set():
     config = EnvironmentSettings()
     key = env_key(BASE, reqs("inflection==0.5.1"), config)
     assert key == env_key(BASE, reqs("inflection==0.5.1"), config)
@@ -43,8 +43,12 @@ def test_the_key_follows_python_pyspark_the_reused_base_and_the_set():
                       reqs("inflection==0.5.1"), config),
               env_key(Base("/py", "3.11.7", (), {**BASE.distributions, "pandas": "2.2.0"}),
                       reqs("inflection==0.5.1"), config),
-              env_key(BASE, reqs("inflection==0.5.1"), EnvironmentSettings(only_binary=False))]
-    assert len({key, *others}) == 6
+              env_key(BASE, reqs("inflection==0.5.1"), EnvironmentSettings(only_binary=False)),
+              # requests is not installed where the base has the resolved version: a base with
+              # another requests is another environment
+              env_key(Base("/py", "3.11.7", (), {**BASE.distributions, "requests": "2.33.0"}),
+                      reqs("inflection==0.5.1"), config)]
+    assert len({key, *others}) == 7
 
 
 def test_the_base_packages_are_held_unless_the_model_asks_for_another_version():
