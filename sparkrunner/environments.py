@@ -47,6 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from .config import EnvironmentSettings, Settings
 from .errors import EnvironmentFailed
 from .proc import signal_group
@@ -127,9 +130,6 @@ def reused_pins(base: Base, requirements: Requirements, settings: EnvironmentSet
     """The base packages held to the base's version (``name==version``): those of
     ``environments.reuse`` the base has, unless the model asks for a version the base's does
     not satisfy (``pandas`` or ``pandas>=2`` keep the base's pandas 2.3; ``pandas==3.0.0`` does not)."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
     asked: dict[str, list] = {}
     for line in requirements.lines:
         req = Requirement(line)
@@ -149,8 +149,6 @@ _PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)")
 def to_install(lock: str, base: Base) -> list[str]:
     """The lines of ``uv pip compile``'s output the environment must install: every pinned
     package but those the base has at that very version."""
-    from packaging.utils import canonicalize_name
-
     wanted = []
     for line in lock.splitlines():
         found = _PINNED.match(line.strip())

@@ -27,6 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 import yaml
+from packaging.markers import UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from .errors import FieldError, MlflowModelError
 from .policy import local_path
@@ -243,8 +247,6 @@ def check_requirements(requirements: list[str] | tuple[str, ...],
     - a requirement whose environment marker does not apply here is skipped; a line that is not
       a plain requirement (``-c``, ``--index-url``, a URL, a path) is not checked, with a warning.
     """
-    from packaging.markers import UndefinedEnvironmentName
-    from packaging.requirements import InvalidRequirement, Requirement
 
     version_of = version_of or installed_version
     unmet, reasons, warnings = [], [], []
@@ -261,7 +263,7 @@ def check_requirements(requirements: list[str] | tuple[str, ...],
             pass
         if requirement.url:
             warnings.append(f"{line!r} names a URL; only that {requirement.name} is installed is checked")
-        name = _normalized(requirement.name)
+        name = canonicalize_name(requirement.name)
         installed = next(((provider, v) for provider in _PROVIDED_BY.get(name, (name,))
                           if (v := version_of(provider))), None)
         if installed is None:
@@ -281,7 +283,6 @@ def check_requirements(requirements: list[str] | tuple[str, ...],
 
 def _version_problem(requirement, line: str, provider: str, version: str) -> tuple[bool, str] | None:
     """(refused, sentence) when ``version`` does not meet ``requirement``; None when it does."""
-    from packaging.version import InvalidVersion, Version
 
     if not requirement.specifier or requirement.specifier.contains(version, prereleases=True):
         return None
@@ -289,7 +290,7 @@ def _version_problem(requirement, line: str, provider: str, version: str) -> tup
     pins = [s.version.removesuffix(".*") for s in requirement.specifier if s.operator == "=="]
     if len(pins) != len(requirement.specifier) or len(pins) != 1:
         return True, text
-    if _normalized(requirement.name) == "mlflow":
+    if canonicalize_name(requirement.name) == "mlflow":
         return False, text + " (MLflow loads models saved by other releases)"
     try:
         same_major = Version(pins[0]).major == Version(version).major
@@ -298,10 +299,6 @@ def _version_problem(requirement, line: str, provider: str, version: str) -> tup
     if same_major:
         return False, text + " (the same major version: the model was saved with another release)"
     return True, text + " (another major version)"
-
-
-def _normalized(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
 
 
 # --- admission: the job's plan completed from the model directory ------------------------------
