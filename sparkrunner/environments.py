@@ -89,13 +89,12 @@ class Base:
 
 _PROBE = r"""
 import json, sys, sysconfig, importlib.metadata as m
-from packaging.utils import canonicalize_name
 paths = sysconfig.get_paths()
-dists = {}
+dists = []
 for d in m.distributions():
     name = d.metadata["Name"]
     if name:
-        dists.setdefault(canonicalize_name(name), d.version)
+        dists.append([name, d.version])
 print(json.dumps({"version": ".".join(map(str, sys.version_info[:3])),
                   "site": list(dict.fromkeys([paths["purelib"], paths["platlib"]])),
                   "dists": dists}))
@@ -103,13 +102,17 @@ print(json.dumps({"version": ".".join(map(str, sys.version_info[:3])),
 
 
 def probe_base(python: str) -> Base:
-    """What :class:`Base` finds by asking ``python`` itself."""
+    """What :class:`Base` finds by asking ``python`` itself (which needs nothing but its
+    standard library: names are made canonical here)."""
     done = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise EnvironmentFailed(f"cannot inspect the base interpreter {python!r}: "
                                 f"{done.stderr.strip()[-500:]}")
     found = json.loads(done.stdout)
-    return Base(python, found["version"], tuple(found["site"]), dict(found["dists"]))
+    distributions: dict[str, str] = {}
+    for name, version in found["dists"]:  # the first found wins, as on sys.path
+        distributions.setdefault(canonicalize_name(name), version)
+    return Base(python, found["version"], tuple(found["site"]), distributions)
 
 
 def env_key(base: Base, requirements: Requirements, settings: EnvironmentSettings) -> str:

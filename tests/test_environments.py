@@ -15,7 +15,7 @@ import pytest
 
 from sparkrunner.command import child_env
 from sparkrunner.config import EnvironmentSettings, Settings
-from sparkrunner.environments import (LOG_PREFIX, Base, EnvironmentCache, Hold, env_key, indexes_from,
+from sparkrunner.environments import (LOG_PREFIX, Base, EnvironmentCache, Hold, env_key, indexes_from, probe_base,
                                       reused_pins, to_install)
 from sparkrunner.errors import EnvironmentFailed
 from sparkrunner.requirements import Requirements
@@ -213,3 +213,14 @@ def test_uv_s_download_cache_is_not_removed_while_a_build_uses_it(tmp_path):
         building.close()
     envs.evict()
     assert not envs.uv_cache.exists()
+
+
+def test_the_base_is_probed_with_its_standard_library_only(tmp_path):
+    """A base interpreter (spark.python) need not have packaging: the probe uses none."""
+    import sys
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    base = probe_base(str(tmp_path / "bare" / "bin" / "python"))
+    assert base.version == ".".join(map(str, sys.version_info[:3]))
+    assert "packaging" not in base.distributions
+    assert probe_base(sys.executable).distributions["pyspark"] == "4.3.0"
