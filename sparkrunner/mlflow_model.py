@@ -57,6 +57,9 @@ _TENSOR_TYPES = {"float64": "number", "float32": "number", "float16": "number", 
 #: The package that provides each requirement's name, where another one does too: MLflow's
 #: models pin ``mlflow``, and ``mlflow-skinny`` (sparkrunner[mlflow]) provides the same modules.
 _PROVIDED_BY = {"mlflow": ("mlflow", "mlflow-skinny")}
+#: The most read of each of the directory's text files, when the job is admitted: they are
+#: small (MLflow writes a few kilobytes), and a larger one is not read into the service's memory.
+MAX_TEXT_BYTES = 1024 * 1024
 #: Installs sparkrunner's MLflow support.
 INSTALL_HINT = "pip install 'sparkrunner[mlflow]'"
 
@@ -150,7 +153,12 @@ def _read_inside(directory: Path, name: str) -> str | None:
     if not real.is_relative_to(root) or not real.is_file():
         return None
     try:
-        return real.read_text(encoding="utf-8")
+        with open(real, "rb") as f:
+            data = f.read(MAX_TEXT_BYTES + 1)
+        if len(data) > MAX_TEXT_BYTES:
+            raise MlflowModelError(f"{str(path)!r} is larger than {MAX_TEXT_BYTES} bytes: "
+                                   f"not the small text file MLflow saves")
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MlflowModelError(f"cannot read {str(path)!r}: {exc}") from exc
 
