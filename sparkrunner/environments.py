@@ -5,9 +5,9 @@ own: a virtual environment holding those packages, layered over the base install
 interpreter sparkrunner runs jobs with), so that pyspark, pandas, pyarrow and everything else the
 base has are reused, not installed again, unless the model pins other versions.
 
-- **Keyed** by the base's Python version, its pyspark version, the base versions reused
-  (``environments.reuse``) and the sorted, normalized requirement set: jobs naming the same
-  packages share one environment.
+- **Keyed** by the base's Python version, its pyspark version, every base package's version
+  (the environment relies on those it does not install) and the sorted, normalized requirement
+  set: jobs naming the same packages share one environment.
 - **Built once**: ``uv pip compile`` resolves the set (wheels only unless
   ``environments.only_binary`` is off, with the reused base packages held to the base's
   versions), the packages the base already has at the resolved version are dropped, and
@@ -29,6 +29,7 @@ its siblings name others.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -45,6 +46,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from .config import EnvironmentSettings, Settings
 from .errors import EnvironmentFailed
@@ -85,13 +89,12 @@ class Base:
 
 _PROBE = r"""
 import json, sys, sysconfig, importlib.metadata as m
-from packaging.utils import canonicalize_name
 paths = sysconfig.get_paths()
-dists = {}
+dists = []
 for d in m.distributions():
     name = d.metadata["Name"]
     if name:
-        dists.setdefault(canonicalize_name(name), d.version)
+        dists.append([name, d.version])
 print(json.dumps({"version": ".".join(map(str, sys.version_info[:3])),
                   "site": list(dict.fromkeys([paths["purelib"], paths["platlib"]])),
                   "dists": dists}))
@@ -99,19 +102,28 @@ print(json.dumps({"version": ".".join(map(str, sys.version_info[:3])),
 
 
 def probe_base(python: str) -> Base:
-    """What :class:`Base` finds by asking ``python`` itself."""
+    """What :class:`Base` finds by asking ``python`` itself (which needs nothing but its
+    standard library: names are made canonical here)."""
     done = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise EnvironmentFailed(f"cannot inspect the base interpreter {python!r}: "
                                 f"{done.stderr.strip()[-500:]}")
     found = json.loads(done.stdout)
-    return Base(python, found["version"], tuple(found["site"]), dict(found["dists"]))
+    distributions: dict[str, str] = {}
+    for name, version in found["dists"]:  # the first found wins, as on sys.path
+        distributions.setdefault(canonicalize_name(name), version)
+    return Base(python, found["version"], tuple(found["site"]), distributions)
 
 
 def env_key(base: Base, requirements: Requirements, settings: EnvironmentSettings) -> str:
-    """The cache key of ``requirements``' environment over ``base``: what decides its content."""
+    """The cache key of ``requirements``' environment over ``base``: what decides its content.
+
+    Every base distribution counts, not only pyspark's: a package the base has at the resolved
+    version is not installed (:func:`to_install`), so an environment built over one base would
+    see another version of it after the base changed."""
     reused = reused_pins(base, requirements, settings)
     material = {"python": base.version, "pyspark": base.distributions.get("pyspark", ""),
+                "base": sorted(base.distributions.items()),
                 "reused": reused, "requirements": list(requirements.lines),
                 "only_binary": settings.only_binary}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:20]
@@ -121,9 +133,6 @@ def reused_pins(base: Base, requirements: Requirements, settings: EnvironmentSet
     """The base packages held to the base's version (``name==version``): those of
     ``environments.reuse`` the base has, unless the model asks for a version the base's does
     not satisfy (``pandas`` or ``pandas>=2`` keep the base's pandas 2.3; ``pandas==3.0.0`` does not)."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
     asked: dict[str, list] = {}
     for line in requirements.lines:
         req = Requirement(line)
@@ -143,8 +152,6 @@ _PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)")
 def to_install(lock: str, base: Base) -> list[str]:
     """The lines of ``uv pip compile``'s output the environment must install: every pinned
     package but those the base has at that very version."""
-    from packaging.utils import canonicalize_name
-
     wanted = []
     for line in lock.splitlines():
         found = _PINNED.match(line.strip())
@@ -167,13 +174,15 @@ class Indexes:
     find_links: tuple[str, ...] = ()
     cert: str = ""
 
-    def uv_args(self) -> list[str]:
-        args = ["--index-url", self.index_url] if self.index_url else []
-        for url in self.extra_index_urls:
-            args += ["--extra-index-url", url]
-        for link in self.find_links:
-            args += ["--find-links", link]
-        return args
+    def uv_env(self) -> dict[str, str]:
+        """The variables that hand these indexes to uv. Variables, not options: an index URL may
+        carry a password, and a process's argv is readable by every user of the host."""
+        env = {"UV_INDEX_URL": self.index_url} if self.index_url else {}
+        if self.extra_index_urls:
+            env["UV_EXTRA_INDEX_URL"] = " ".join(self.extra_index_urls)
+        if self.find_links:
+            env["UV_FIND_LINKS"] = ",".join(self.find_links)  # uv splits this one at commas
+        return env
 
     def local_dirs(self) -> list[str]:
         """Directories on this host the indexes live in, which a sandboxed build must see: a
@@ -396,9 +405,9 @@ class EnvironmentCache:
     def _uv(self, work: Path, args: Sequence[str], timeout: float) -> str:
         """Runs uv (in the sandbox when there is one) with ``work`` its only writable place
         besides uv's download cache; its output, or EnvironmentFailed with its error lines."""
-        argv = [uv_binary(), *args[:2], *self.indexes.uv_args(), *args[2:]] if args[0] == "pip" else \
-            [uv_binary(), *args]
+        argv = [uv_binary(), *args]
         env = {k: v for k, v in os.environ.items() if k in PROXY_VARIABLES}
+        env.update(self.indexes.uv_env())
         env.update({"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work / "tmp"),
                     "TMPDIR": str(work / "tmp"), "UV_CACHE_DIR": str(self.uv_cache),
                     "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"})
@@ -409,18 +418,13 @@ class EnvironmentCache:
         if self.sandbox is not None:
             argv = self.build_sandbox_argv(work) + argv
             env.update(HOME="/tmp", TMPDIR="/tmp")
-        process = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   start_new_session=True, text=True, errors="replace")
-        try:
-            output, _ = process.communicate(timeout=max(timeout, 1))
-        except subprocess.TimeoutExpired:
-            signal_group(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
+        with self._using_uv_cache():
+            output, returncode = _run_group(argv, work, env, timeout)
+        if returncode is None:
             raise EnvironmentFailed(f"building the job's Python environment took longer than "
                                     f"{self.config.build_timeout_seconds} s "
                                     "(environments.build_timeout_seconds)", log=output, timed_out=True)
-        if process.returncode != 0:
+        if returncode != 0:
             raise EnvironmentFailed(f"building the job's Python environment failed: {error_lines(output)}",
                                     log=output, detail=error_lines(output))
         return output
@@ -454,6 +458,11 @@ class EnvironmentCache:
     def uv_cache(self) -> Path:
         return self.root / "uv-cache"
 
+    @property
+    def uv_cache_lock(self) -> Path:
+        """The lock each uv run holds shared, and removing uv's download cache exclusive."""
+        return self.root / "locks" / "uv-cache.use"
+
     def _make_root(self) -> None:
         for directory in (self.root, self.root / "locks"):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -465,6 +474,8 @@ class EnvironmentCache:
         """(last use, size in bytes, key) of every built environment, least recently used first."""
         found = []
         for meta in self.root.glob("*/meta.json"):
+            if meta.parent.name.startswith("."):
+                continue  # a build about to be renamed into place (pathlib's glob matches dot names)
             try:
                 size = json.loads(meta.read_text())["size"]
                 archive = meta.with_name(ARCHIVE_FILENAME)
@@ -501,8 +512,28 @@ class EnvironmentCache:
             log.info("Evicted environment %s (%.1f MB): the cache is bounded to %d MB.", key,
                      size / 1e6, self.config.max_cache_mb)
         if total + _size(self.uv_cache) > budget and self.uv_cache.is_dir():
-            shutil.rmtree(self.uv_cache, ignore_errors=True)
+            self._remove_uv_cache()
         return removed
+
+    @contextlib.contextmanager
+    def _using_uv_cache(self):
+        """Holds uv's download cache for a uv run: eviction does not remove it meanwhile."""
+        in_use = Hold(self.uv_cache_lock)
+        try:
+            in_use.shared()
+            yield
+        finally:
+            in_use.close()
+
+    def _remove_uv_cache(self) -> None:
+        """Removes uv's download cache unless a uv run (another job's build) is using it: it
+        is only a cache, and the next eviction tries again."""
+        lock = Hold(self.uv_cache_lock)
+        try:
+            if lock.exclusive(wait=False):
+                shutil.rmtree(self.uv_cache, ignore_errors=True)
+        finally:
+            lock.close()
 
 
 def lock_lines(lock: str) -> list[str]:
@@ -516,6 +547,21 @@ def error_lines(output: str, most: int = 12) -> str:
                   if line.startswith(("error", "×", "x ", "Because")) or "error:" in line), None)
     picked = lines[start:] if start is not None else lines[-most:]
     return " ".join(picked[:most]) or "uv failed and said nothing"
+
+
+def _run_group(argv: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float) -> tuple[str, int | None]:
+    """(output, exit code) of ``argv`` run in a process group of its own; the exit code is
+    None when it ran past ``timeout`` seconds (at least 1) and its group was killed."""
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True, text=True, errors="replace")
+    try:
+        output, _ = process.communicate(timeout=max(timeout, 1))
+    except subprocess.TimeoutExpired:
+        signal_group(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        return output, None
+    return output, process.returncode
 
 
 def _size(path: Path) -> int:
@@ -544,6 +590,13 @@ class Hold:
 
     def shared(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_SH)
+
+    def inheritable_copy(self) -> int:
+        """A copy of the lock's descriptor for a child to inherit (``pass_fds``), numbered 10 or
+        more, clear of the low numbers a child may claim (:data:`sparkrunner.inside.supervise.STATUS_FD`).
+        The lock lasts while the child holds it, whoever else closes theirs; close the copy
+        once the child is started."""
+        return fcntl.fcntl(self._fd, fcntl.F_DUPFD_CLOEXEC, 10)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -215,9 +215,16 @@ class SparkSubmit:
                 lines.append(f"sandbox: {shlex.join(self.sandbox)}")
             out.write("".join(f"{_REPORT}{line}\n" for line in lines).encode())
             out.flush()
-            self.process = subprocess.Popen(
-                self.command(), cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+            # The supervisor inherits the hold on the job's environment: it outlives a service
+            # restart, so the environment is never evicted under a run that goes on.
+            held = (self.hold.inheritable_copy(),) if self.hold is not None else ()
+            try:
+                self.process = subprocess.Popen(
+                    self.command(), cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, pass_fds=held)
+            finally:
+                for fd in held:
+                    os.close(fd)
         self.pid = self.process.pid
         started = proc.start_time(self.pid)
         self.start_time = None if started is None else str(started)

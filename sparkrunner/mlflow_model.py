@@ -27,6 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 import yaml
+from packaging.markers import UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from .errors import FieldError, MlflowModelError
 from .policy import local_path
@@ -53,6 +57,9 @@ _TENSOR_TYPES = {"float64": "number", "float32": "number", "float16": "number", 
 #: The package that provides each requirement's name, where another one does too: MLflow's
 #: models pin ``mlflow``, and ``mlflow-skinny`` (sparkrunner[mlflow]) provides the same modules.
 _PROVIDED_BY = {"mlflow": ("mlflow", "mlflow-skinny")}
+#: The most read of each of the directory's text files, when the job is admitted: they are
+#: small (MLflow writes a few kilobytes), and a larger one is not read into the service's memory.
+MAX_TEXT_BYTES = 1024 * 1024
 #: Installs sparkrunner's MLflow support.
 INSTALL_HINT = "pip install 'sparkrunner[mlflow]'"
 
@@ -146,7 +153,12 @@ def _read_inside(directory: Path, name: str) -> str | None:
     if not real.is_relative_to(root) or not real.is_file():
         return None
     try:
-        return real.read_text(encoding="utf-8")
+        with open(real, "rb") as f:
+            data = f.read(MAX_TEXT_BYTES + 1)
+        if len(data) > MAX_TEXT_BYTES:
+            raise MlflowModelError(f"{str(path)!r} is larger than {MAX_TEXT_BYTES} bytes: "
+                                   f"not the small text file MLflow saves")
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MlflowModelError(f"cannot read {str(path)!r}: {exc}") from exc
 
@@ -243,8 +255,6 @@ def check_requirements(requirements: list[str] | tuple[str, ...],
     - a requirement whose environment marker does not apply here is skipped; a line that is not
       a plain requirement (``-c``, ``--index-url``, a URL, a path) is not checked, with a warning.
     """
-    from packaging.markers import UndefinedEnvironmentName
-    from packaging.requirements import InvalidRequirement, Requirement
 
     version_of = version_of or installed_version
     unmet, reasons, warnings = [], [], []
@@ -261,7 +271,7 @@ def check_requirements(requirements: list[str] | tuple[str, ...],
             pass
         if requirement.url:
             warnings.append(f"{line!r} names a URL; only that {requirement.name} is installed is checked")
-        name = _normalized(requirement.name)
+        name = canonicalize_name(requirement.name)
         installed = next(((provider, v) for provider in _PROVIDED_BY.get(name, (name,))
                           if (v := version_of(provider))), None)
         if installed is None:
@@ -281,7 +291,6 @@ def check_requirements(requirements: list[str] | tuple[str, ...],
 
 def _version_problem(requirement, line: str, provider: str, version: str) -> tuple[bool, str] | None:
     """(refused, sentence) when ``version`` does not meet ``requirement``; None when it does."""
-    from packaging.version import InvalidVersion, Version
 
     if not requirement.specifier or requirement.specifier.contains(version, prereleases=True):
         return None
@@ -289,7 +298,7 @@ def _version_problem(requirement, line: str, provider: str, version: str) -> tup
     pins = [s.version.removesuffix(".*") for s in requirement.specifier if s.operator == "=="]
     if len(pins) != len(requirement.specifier) or len(pins) != 1:
         return True, text
-    if _normalized(requirement.name) == "mlflow":
+    if canonicalize_name(requirement.name) == "mlflow":
         return False, text + " (MLflow loads models saved by other releases)"
     try:
         same_major = Version(pins[0]).major == Version(version).major
@@ -298,10 +307,6 @@ def _version_problem(requirement, line: str, provider: str, version: str) -> tup
     if same_major:
         return False, text + " (the same major version: the model was saved with another release)"
     return True, text + " (another major version)"
-
-
-def _normalized(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
 
 
 # --- admission: the job's plan completed from the model directory ------------------------------

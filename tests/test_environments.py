@@ -15,7 +15,7 @@ import pytest
 
 from sparkrunner.command import child_env
 from sparkrunner.config import EnvironmentSettings, Settings
-from sparkrunner.environments import (LOG_PREFIX, Base, EnvironmentCache, Hold, env_key, indexes_from,
+from sparkrunner.environments import (LOG_PREFIX, Base, EnvironmentCache, Hold, env_key, indexes_from, probe_base,
                                       reused_pins, to_install)
 from sparkrunner.errors import EnvironmentFailed
 from sparkrunner.requirements import Requirements
@@ -33,7 +33,7 @@ def reqs(*lines: str) -> Requirements:
 
 # -- pure parts ---------------------------------------------------------------------------------
 
-def test_the_key_follows_python_pyspark_the_reused_base_and_the_set():
+def test_the_key_follows_python_pyspark_the_base_s_packages_and_the_set():
     config = EnvironmentSettings()
     key = env_key(BASE, reqs("inflection==0.5.1"), config)
     assert key == env_key(BASE, reqs("inflection==0.5.1"), config)
@@ -43,8 +43,12 @@ def test_the_key_follows_python_pyspark_the_reused_base_and_the_set():
                       reqs("inflection==0.5.1"), config),
               env_key(Base("/py", "3.11.7", (), {**BASE.distributions, "pandas": "2.2.0"}),
                       reqs("inflection==0.5.1"), config),
-              env_key(BASE, reqs("inflection==0.5.1"), EnvironmentSettings(only_binary=False))]
-    assert len({key, *others}) == 6
+              env_key(BASE, reqs("inflection==0.5.1"), EnvironmentSettings(only_binary=False)),
+              # requests is not installed where the base has the resolved version: a base with
+              # another requests is another environment
+              env_key(Base("/py", "3.11.7", (), {**BASE.distributions, "requests": "2.33.0"}),
+                      reqs("inflection==0.5.1"), config)]
+    assert len({key, *others}) == 7
 
 
 def test_the_base_packages_are_held_unless_the_model_asks_for_another_version():
@@ -64,11 +68,11 @@ def test_the_indexes_are_pip_s_unless_configured():
            "global.find-links": "/srv/wheels", ":env:.find-links": "/srv/env-wheels",
            "global.cert": "/etc/ssl/certs/ca.crt"}
     found = indexes_from(EnvironmentSettings(), pip)
-    assert found.uv_args() == ["--extra-index-url", "file:///srv/a/simple",
-                               "--extra-index-url", "file:///srv/b/simple", "--find-links", "/srv/env-wheels"]
+    assert found.uv_env() == {"UV_EXTRA_INDEX_URL": "file:///srv/a/simple file:///srv/b/simple",
+                              "UV_FIND_LINKS": "/srv/env-wheels"}
     assert found.cert == "/etc/ssl/certs/ca.crt"
     configured = indexes_from(EnvironmentSettings(index_url="file:///srv/mirror/simple"), pip)
-    assert configured.uv_args() == ["--index-url", "file:///srv/mirror/simple"]
+    assert configured.uv_env() == {"UV_INDEX_URL": "file:///srv/mirror/simple"}
 
 
 # -- real builds ---------------------------------------------------------------------------------
@@ -184,3 +188,39 @@ def test_a_sandboxed_build_writes_only_its_own_directory_and_uv_s_cache(tmp_path
         assert run_python(env.python, "import inflection; print(inflection.__version__)") == "0.5.1"
     finally:
         hold.close()
+
+
+def test_a_build_about_to_be_renamed_into_place_is_never_evicted(tmp_path):
+    envs = cache(tmp_path, max_cache_mb=1)
+    root = tmp_path / "envs"
+    (root / "locks").mkdir(parents=True)
+    write_entry(root, ".build-k-x1", 2 * 1024 * 1024, time.time() - 100)  # its meta.json is written
+    assert envs.entries() == [] and envs.evict() == []
+    assert (root / ".build-k-x1" / "meta.json").is_file()
+
+
+def test_uv_s_download_cache_is_not_removed_while_a_build_uses_it(tmp_path):
+    envs = cache(tmp_path, max_cache_mb=1)
+    (tmp_path / "envs" / "locks").mkdir(parents=True)
+    envs.uv_cache.mkdir()
+    (envs.uv_cache / "wheel").write_bytes(b"x" * 2 * 1024 * 1024)
+    building = Hold(envs.uv_cache_lock)
+    building.shared()  # as another job's uv run holds it
+    try:
+        envs.evict()
+        assert (envs.uv_cache / "wheel").is_file()
+    finally:
+        building.close()
+    envs.evict()
+    assert not envs.uv_cache.exists()
+
+
+def test_the_base_is_probed_with_its_standard_library_only(tmp_path):
+    """A base interpreter (spark.python) need not have packaging: the probe uses none."""
+    import sys
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    base = probe_base(str(tmp_path / "bare" / "bin" / "python"))
+    assert base.version == ".".join(map(str, sys.version_info[:3]))
+    assert "packaging" not in base.distributions
+    assert probe_base(sys.executable).distributions["pyspark"] == "4.3.0"

@@ -167,3 +167,27 @@ def test_only_the_command_killed_by_sigkill_is_reported_as_such(tmp_path):
     os.kill(int(children[0]), 9)
     outcome = run.wait()
     assert (outcome.status, outcome.reason, outcome.signal) == (JobStatus.ERROR, "killed by signal 9", 9)
+
+
+def test_a_run_keeps_its_environment_held_after_the_service_lets_go(tmp_path):
+    """The supervisor inherits the hold on the job's environment: a service that restarts (and
+    so closes its own hold) while the run goes on leaves the environment held, never evicted."""
+    from sparkrunner.environments import Hold
+
+    lock = tmp_path / "env.use"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    run = SparkSubmit([sys.executable, str(script), "sleep"], tmp_path, dict(os.environ), tmp_path / "driver.log")
+    run.hold = Hold(lock)
+    run.hold.shared()
+    run.start()
+    grandchild(tmp_path)
+    run.release()  # the service's own hold goes, as when it stops
+    eviction = Hold(lock)
+    try:
+        assert not eviction.exclusive(wait=False)
+        run.cancel()
+        run.wait()
+        assert eviction.exclusive(wait=False)
+    finally:
+        eviction.close()

@@ -134,6 +134,14 @@ def test_a_directory_without_mlmodel_or_without_a_pyfunc_flavor_is_refused(saved
         read_model(copied)
 
 
+def test_a_text_file_of_the_model_directory_larger_than_mlflow_writes_is_refused_unread(saved, tmp_path):
+    from sparkrunner.mlflow_model import MAX_TEXT_BYTES
+
+    copied = copy_with_requirements(saved["iris"], tmp_path, "numpy\n" + "#" * MAX_TEXT_BYTES)
+    with pytest.raises(MlflowModelError, match=r"requirements.txt' is larger than 1048576 bytes"):
+        read_model(copied)
+
+
 # ----- requirements against what is installed
 
 
