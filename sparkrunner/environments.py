@@ -310,11 +310,13 @@ class EnvironmentCache:
         """
         self._make_root()
         key = self.key(requirements)
+        grew = False  # the cache grows only by a build or an archive: only then is it bounded again
         while True:
             build = Hold(self._lock_path(key, "build"))
             try:
                 build.exclusive()  # waits for a build of the same set under way
                 meta = self.root / key / "meta.json"
+                grew = grew or not meta.is_file() or (archive and not (self.root / key / ARCHIVE_FILENAME).is_file())
                 if meta.is_file():
                     built = json.loads(meta.read_text())
                     lines = [f"{LOG_PREFIX}reusing {key} ({' '.join(requirements.lines)}), built "
@@ -333,7 +335,8 @@ class EnvironmentCache:
                 os.utime(meta)  # its last use, for eviction
                 break
             hold.close()
-        self.evict(keep=key)
+        if grew:
+            self.evict(keep=key)
         return PythonEnv(key, self.root / key, packed, tuple(lines)), hold
 
     def check(self, requirements: Requirements) -> str | None:
