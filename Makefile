@@ -10,11 +10,12 @@ demo: check-java $(STAMP)
 	$(PY) jobs/demo.py build/demo
 
 # Everything: the fast tests, then real Spark, a Spark cluster, Airflow and the long scenarios.
-# The fast tests mostly wait (on child processes, HTTP, timers), so four at a time is faster
-# even on 2 cores; the e2e tests start JVMs that need the cores, so they run one at a time.
+# The fast tests mostly wait (on child processes, HTTP, timers), so four run at a time even on
+# 2 cores; the e2e tests two at a time, a file (or the files sharing a Spark cluster or a Connect
+# server, see tests/conftest.py) to a worker.
 test: check-java $(STAMP)
 	$(PY) -m pytest -m "not e2e" -n 4
-	$(PY) -m pytest -m e2e --durations=15
+	$(PY) -m pytest -m e2e -n 2 --dist loadfile --durations=20
 
 # Every test not marked e2e, in about a minute; no JVM is started (a stub java fails any test
 # that starts one, see tests/conftest.py).

@@ -119,27 +119,45 @@ def _no_jvm_in_this_test(_no_jvm_unless_e2e):
                     f"stand-in spark-submit):\n{started}", pytrace=False)
 
 
-#: Session fixtures too expensive to start twice: with ``-n 2 --dist loadgroup`` (``make test``'s
-#: e2e part) every file using one of them runs on the same worker, which starts it once.
-_SHARED_FIXTURES = (("standalone_cluster",), ("connect_server", "examples", "titanic_run"))
+#: The e2e files that share an expensive session fixture, by the fixture: with ``-n 2 --dist
+#: loadfile`` (``make test``'s e2e part) each file runs on one worker, and these files on the
+#: same worker, which starts the fixture once (:func:`pytest_xdist_make_scheduler`).
+SHARED_FIXTURE_FILES = {
+    "standalone_cluster": ("test_cluster.py", "test_distributed.py", "test_environments_e2e.py"),
+    "connect_server": ("test_warm.py", "test_mlflow.py", "test_examples.py"),  # and the examples
+}
+_FIXTURES_OF_GROUP = {"standalone_cluster": {"standalone_cluster"},
+                      "connect_server": {"connect_server", "examples", "titanic_run"}}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     # Tests marked "last" stop a fixture the whole session shares (the standalone cluster).
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
-    # An e2e file is one group (its module fixtures start once), joined with the other files
-    # that share a session fixture with it.
-    groups: dict[Path, str] = {}
     for item in items:
-        if item.get_closest_marker("e2e"):
-            for names in _SHARED_FIXTURES:
-                if groups.get(item.path, item.path.name) == item.path.name and set(names) & set(item.fixturenames):
-                    groups[item.path] = names[0]
-            groups.setdefault(item.path, item.path.name)
-    for item in items:
-        if item.path in groups:
-            item.add_marker(pytest.mark.xdist_group(groups[item.path]))
+        for group, fixtures in _FIXTURES_OF_GROUP.items():
+            if (item.get_closest_marker("e2e") and fixtures & set(item.fixturenames)
+                    and item.path.name not in SHARED_FIXTURE_FILES[group]):
+                raise pytest.UsageError(f"{item.path.name} uses the {group} fixture: add it to "
+                                        f"SHARED_FIXTURE_FILES[{group!r}] in tests/conftest.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``, with the files sharing an expensive session fixture as one unit.
+
+    (xdist's own ``loadgroup`` marks do not reach its scheduler under pytest 9: the group is
+    appended to ``item._nodeid``, which pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    group_of = {name: group for group, names in SHARED_FIXTURE_FILES.items() for name in names}
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return group_of.get(path.rsplit("/", 1)[-1], path)
+
+    return SharedFixtureScheduling(config, log)
 
 
 # --- shared, expensive fixtures ------------------------------------------------------------------
