@@ -351,7 +351,7 @@ class MlflowScorer:
             column = frame[name]
             dtype = MLFLOW_DTYPES.get(mlflow_type)
             if dtype and not column.isna().any():
-                column = column.astype(dtype)
+                column = column.astype(dtype, copy=False)  # conform made most of them so already
             elif mlflow_type == "string":
                 column = column.astype(object)
             columns[name] = column
