@@ -34,6 +34,7 @@ import sys
 import types
 import uuid
 
+import numpy as np
 import pandas as pd
 
 RECORD = "record"
@@ -52,9 +53,10 @@ SAMPLE_ROWS = 100
 REASON = "sparkrunner_reject_reason"
 REJECTED_RECORD = "sparkrunner_rejected_record"
 # Extra columns of the combined frame, set only in the one tally row each batch ends with: how
-# many records the batch read and handed to the model. The tally rows are never written.
+# many records the batch read, handed to the model and rejected. The tally rows are never written.
 READ = "sparkrunner_records_read"
 SCORED = "sparkrunner_records_scored"
+REJECTED = "sparkrunner_records_rejected"
 COUNTERS = ("recordsRead", "recordsScored", "recordsRejected", "rowsWritten")
 
 # Per Python worker process: model key -> the score function, after its module's init ran.
@@ -74,23 +76,42 @@ def run(spark, plan, model):
 
     ``plan`` is the job metadata's ``scoring_plan``; ``model`` holds the primary source's
     ``source`` and ``filename``, the ``function`` and ``init`` names and a ``key`` unique to the job.
+
+    Without schema checking, one pass writes the scores. With output checking, a rejected row is
+    known only once the model has scored it, so the scored frame is kept (``persist``) and written
+    twice: scores, then rejects. With input checking alone, a record's fate is known before the
+    model sees it: one pass scores and writes, counting the rejects, and a second pass that never
+    calls the model writes the rejected records, only when there are any.
     """
     ship_attachments(spark, plan)
     job = {"plan": plan, "model": dict(model, key=_model_key(model), mlflow=_mlflow_model(plan))}
     inputs = read_inputs(spark, plan)
     scores_schema = output_schema(spark, inputs, job)
-    checking = plan["check_input"] or plan["check_output"]
-    schema = _with_tally_columns(_with_reject_columns(scores_schema) if checking else scores_schema)
-    columns = [field.name for field in schema.fields]
-    combined = inputs.mapInPandas(functools.partial(score_batches, job, columns), schema)
-    combined, observation = _observed(combined, checking)
     score_columns = [f.name for f in scores_schema.fields]
-    if not checking:
-        write(_records(combined).select(*score_columns), plan["output"])
-    else:
+    checking = plan["check_input"] or plan["check_output"]
+    # The reject columns travel with the scores only where the scores' pass also writes the rejects.
+    with_rejects = _with_tally_columns(_with_reject_columns(scores_schema))
+    schema = with_rejects if plan["check_output"] else _with_tally_columns(scores_schema)
+    combined, observation = _observed(_scored(inputs, job, schema), rows_rejected=plan["check_output"])
+    if plan["check_output"]:
         _write_scores_and_rejects(combined, plan, score_columns)
-    counts = observation.get
-    return {name: counts[name] for name in COUNTERS}
+    else:
+        write(_records(combined).select(*score_columns), plan["output"])
+    counts = {name: observation.get[name] for name in COUNTERS}
+    if checking and not plan["check_output"]:
+        rejects = _rejected_output(inputs.mapInPandas(
+            functools.partial(input_reject_batches, plan, _names(with_rejects)), with_rejects), plan)
+        write(rejects if counts["recordsRejected"] else rejects.where("false"), plan["rejected"])
+    return counts
+
+
+def _scored(inputs, job, schema):
+    """The scores of ``inputs`` (and what :func:`score_batches` adds) as ``schema``."""
+    return inputs.mapInPandas(functools.partial(score_batches, job, _names(schema)), schema)
+
+
+def _names(schema):
+    return [field.name for field in schema.fields]
 
 
 def _mlflow_model(plan):
@@ -118,23 +139,24 @@ def _is_connect(spark):
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
-def _observed(combined, checking):
+def _observed(combined, rows_rejected):
     """(``combined`` observed, the Observation holding the four counts once it has been written).
 
     Observed metrics are computed by the tasks that compute ``combined`` and sent back with the
-    query's result: one pass, on a classic session and on Spark Connect alike.
+    query's result: one pass, on a classic session and on Spark Connect alike. ``rows_rejected``:
+    ``combined`` holds the rejected records as rows (with a reason), which are not written as scores.
     """
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     tally = F.col(READ).isNotNull()
-    rejected = F.col(REASON).isNotNull() if checking else F.lit(False)
+    rejected = F.col(REASON).isNotNull() if rows_rejected else F.lit(False)
     observation = Observation("sparkrunner_counts_" + uuid.uuid4().hex)
     observed = combined.observe(
         observation,
         F.coalesce(F.sum(READ), F.lit(0)).alias("recordsRead"),
         F.coalesce(F.sum(SCORED), F.lit(0)).alias("recordsScored"),
-        F.count(F.when(~tally & rejected, 1)).alias("recordsRejected"),
+        F.coalesce(F.sum(REJECTED), F.lit(0)).alias("recordsRejected"),
         F.count(F.when(~tally & ~rejected, 1)).alias("rowsWritten"))
     return observed, observation
 
@@ -158,14 +180,19 @@ def _write_scores_and_rejects(combined, plan, score_columns):
     # Two outputs from one pass: keep it, so the model scores each record once.
     combined = combined.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        records = _records(combined)
-        write(records.where(F.col(REASON).isNull()).select(*score_columns), plan["output"])
-        id_column = [plan["id_field"]] if plan["id_field"] else []
-        rejected = records.where(F.col(REASON).isNotNull()).select(
-            *id_column, F.col(REJECTED_RECORD).alias("record"), F.col(REASON).alias("reason"))
-        write(rejected, plan["rejected"])
+        write(_records(combined).where(F.col(REASON).isNull()).select(*score_columns), plan["output"])
+        write(_rejected_output(combined, plan), plan["rejected"])
     finally:
         combined.unpersist()
+
+
+def _rejected_output(combined, plan):
+    """The rejected-records output of ``combined``'s rows that have a reason: id, record, reason."""
+    from pyspark.sql import functions as F
+
+    id_column = [plan["id_field"]] if plan["id_field"] else []
+    return _records(combined).where(F.col(REASON).isNotNull()).select(
+        *id_column, F.col(REJECTED_RECORD).alias("record"), F.col(REASON).alias("reason"))
 
 
 def read_inputs(spark, plan):
@@ -319,7 +346,7 @@ def _input_type(inputs, plan, name):
 def _with_tally_columns(schema):
     from pyspark.sql.types import LongType, StructField, StructType
 
-    return StructType(list(schema.fields) + [StructField(READ, LongType()), StructField(SCORED, LongType())])
+    return StructType(list(schema.fields) + [StructField(name, LongType()) for name in (READ, SCORED, REJECTED)])
 
 
 def _with_reject_columns(schema):
@@ -390,7 +417,7 @@ class MlflowScorer:
             column = frame[name]
             dtype = MLFLOW_DTYPES.get(mlflow_type)
             if dtype and not column.isna().any():
-                column = column.astype(dtype)
+                column = column.astype(dtype, copy=False)  # conform made most of them so already
             elif mlflow_type == "string":
                 column = column.astype(object)
             columns[name] = column
@@ -406,8 +433,6 @@ class MlflowScorer:
         elif isinstance(out, dict):
             out = pd.DataFrame(out)
         else:
-            import numpy as np
-
             values = np.asarray(out)
             if values.ndim == 1:
                 out = pd.DataFrame({names[0] if len(names) == 1 else PREDICTION: values})
@@ -425,15 +450,28 @@ class MlflowScorer:
 
 
 def score_batches(job, columns, batches):
-    """mapInPandas function: the scores of each batch (and its rejected records), as ``columns``,
-    then a tally row saying how many records the batch read and handed to the model."""
+    """mapInPandas function: the scores of each batch (and its rejected records, when ``columns``
+    has room for them), as ``columns``, then a tally row saying how many records the batch read,
+    handed to the model and rejected."""
     fn = model_function(job["model"])
+    with_rejects = REASON in columns
     for batch in batches:
         scored = score_batch(fn, batch, job["plan"])
-        rows = pd.concat([scored.outputs, scored.rejected]) if len(scored.rejected) else scored.outputs
+        rows = scored.outputs
+        if with_rejects and len(scored.rejected):
+            rows = pd.concat([rows, scored.rejected])
         if len(rows):
             yield _in_columns(rows, columns)
-        yield _tally_row(columns, len(batch), scored.scored)
+        yield _tally_row(columns, len(batch), scored.scored, len(scored.rejected))
+
+
+def input_reject_batches(plan, columns, batches):
+    """mapInPandas function: the records of each batch that the input schema rejects, as
+    ``columns`` (those of the scores with their rejects), without calling the model."""
+    for batch in batches:
+        _, rejected = checked_input(batch, plan)
+        if len(rejected):
+            yield _in_columns(rejected, columns)
 
 
 def _in_columns(rows, columns):
@@ -442,17 +480,19 @@ def _in_columns(rows, columns):
     Missing ones are None (object), not reindex's NaN: an all-NaN float column does not convert
     to a string column (pyarrow gives a ChunkedArray, which Spark cannot take), as a batch with
     no rejected record would have in its reason column."""
-    framed = rows.reindex(columns=columns)
-    for name in columns:
-        if name not in rows.columns:
-            framed[name] = pd.Series([None] * len(framed), index=framed.index, dtype=object)
-    return framed
+    return pd.DataFrame({name: rows[name] if name in rows.columns else _nulls(rows.index) for name in columns},
+                        index=rows.index, columns=columns)
 
 
-def _tally_row(columns, read, scored):
+def _nulls(index):
+    """A column of None for ``index`` (filled by numpy: a list of None is several times slower)."""
+    return pd.Series(np.full(len(index), None, dtype=object), index=index)
+
+
+def _tally_row(columns, read, scored, rejected):
     # None, not NaN, in the other columns: NaN would not convert to a string column.
     row = pd.DataFrame({name: pd.Series([None], dtype=object) for name in columns})
-    row[READ], row[SCORED] = read, scored
+    row[READ], row[SCORED], row[REJECTED] = read, scored, rejected
     return row
 
 
@@ -475,12 +515,8 @@ class BatchScores:
 def score_batch(fn, batch, plan):
     """Checks ``batch`` against the input schema, scores what passes, checks the outputs."""
     id_field = plan["id_field"]
-    conformed, reasons = conform(batch, plan["input_fields"])
-    rejected = []
-    if plan["check_input"] and reasons.notna().any():
-        bad = reasons.notna()
-        rejected.append(rejected_rows(conformed[bad], batch[bad], "input: " + reasons[bad], id_field))
-        conformed = conformed[~bad]
+    conformed, input_rejected = checked_input(batch, plan)
+    rejected = [input_rejected] if len(input_rejected) else []
     outputs = apply_model(fn, conformed, plan["form"], id_field)
     if plan["check_output"] and len(outputs):
         outputs, out_reasons = conform(outputs, plan["output_fields"])
@@ -490,6 +526,17 @@ def score_batch(fn, batch, plan):
             outputs = outputs[~bad]
     return BatchScores(outputs, pd.concat(rejected, ignore_index=True) if rejected else pd.DataFrame(),
                        len(conformed))
+
+
+def checked_input(batch, plan):
+    """(``batch`` conformed to the input schema, less the records it rejects when input checking
+    is on; the rejected-records rows of those)."""
+    conformed, reasons = conform(batch, plan["input_fields"])
+    if plan["check_input"] and reasons.notna().any():
+        bad = reasons.notna()
+        return conformed[~bad], rejected_rows(conformed[bad], batch[bad], "input: " + reasons[bad],
+                                              plan["id_field"])
+    return conformed, pd.DataFrame()
 
 
 def rejected_rows(conformed, original, reasons, id_field):
@@ -585,7 +632,7 @@ def conform(frame, rules):
     CSV carries no types, so a value conforms when it converts: '3.5' is a number, '?' is not.
     A value that does not convert becomes null, whether or not the job checks schemas.
     """
-    reasons = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    reasons = _nulls(frame.index)
     if not rules:
         return frame, reasons
     frame = frame.copy()
@@ -614,7 +661,10 @@ def _convert(column, rule):
     present = column.notna()
     problems = []
     values = column
-    if kind in ("number", "integer"):
+    if kind == "number" and column.dtype.kind in "iuf":
+        # Numbers already (Parquet, typed CSV): each converts, none is bad. The usual case, made quick.
+        values = column.astype("float64")
+    elif kind in ("number", "integer"):
         values = pd.to_numeric(column, errors="coerce").astype("float64")
         bad = present & values.isna()
         if kind == "integer":
