@@ -9,13 +9,18 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 demo: check-java $(STAMP)
 	$(PY) jobs/demo.py build/demo
 
+# schemathesis gives each operation's test the same node id, which xdist's scheduler keeps once:
+# the fuzzing runs on its own, in one process.
+FUZZ := tests/reliability/test_fuzz_api.py
+
 # Everything: the fast tests, then real Spark, a Spark cluster, Airflow and the long scenarios.
 # The fast tests mostly wait (on child processes, HTTP, timers), so four run at a time even on
 # 2 cores; the e2e tests two at a time, a file (or the files sharing a Spark cluster or a Connect
 # server, see tests/conftest.py) to a worker.
 test: check-java $(STAMP)
 	$(PY) -m pytest -m "not e2e" -n 4
-	$(PY) -m pytest -m e2e -n 2 --dist loadfile --durations=20
+	$(PY) -m pytest -m e2e -n 2 --dist loadfile --durations=20 --ignore=$(FUZZ)
+	$(PY) -m pytest -m e2e $(FUZZ)
 
 # Every test not marked e2e, in about a minute; no JVM is started (a stub java fails any test
 # that starts one, see tests/conftest.py).

@@ -177,13 +177,17 @@ def log_in(chrome, service, user: str = "ann", token: str | None = None) -> None
 
 
 def _stale(element) -> bool:
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         element.is_enabled()
         return False
     except StaleElementReferenceException:
         return True
+    except WebDriverException as exc:  # asked mid-navigation, chromedriver says it its own way
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
 
 
 def test_log_in_and_out(chrome, service):
