@@ -10,17 +10,24 @@ demo: check-java $(STAMP)
 	$(PY) jobs/demo.py build/demo
 
 # schemathesis gives each operation's test the same node id, which xdist's scheduler keeps once:
-# the fuzzing runs on its own, in one process.
+# the fuzzing runs in a process of its own (it starts no JVM).
 FUZZ := tests/reliability/test_fuzz_api.py
+FUZZ_LOG := build/test-fuzzing.log
 
 # Everything: the fast tests, then real Spark, a Spark cluster, Airflow and the long scenarios.
 # The fast tests mostly wait (on child processes, HTTP, timers), so four run at a time even on
-# 2 cores; the e2e tests two at a time, a file (or the files sharing a Spark cluster or a Connect
-# server, see tests/conftest.py) to a worker.
+# 2 cores, and the fuzzing runs beside them on the CPU they leave (its output goes to
+# $(FUZZ_LOG), printed whole when it fails); then the e2e tests two at a time, a file (or the
+# files sharing a Spark cluster or a Connect server, see tests/conftest.py) to a worker.
 test: check-java $(STAMP)
-	$(PY) -m pytest -m "not e2e" -n 4
+	@mkdir -p $(dir $(FUZZ_LOG))
+	@echo "the fuzzing ($(FUZZ)) runs beside the fast tests, into $(FUZZ_LOG)"
+	@$(PY) -m pytest -m e2e -p no:cacheprovider $(FUZZ) > $(FUZZ_LOG) 2>&1 & fuzzing=$$!; \
+	$(PY) -m pytest -m "not e2e" -n 4; fast=$$?; \
+	wait $$fuzzing; fuzzed=$$?; \
+	if [ $$fuzzed -eq 0 ]; then tail -n 1 $(FUZZ_LOG); else cat $(FUZZ_LOG); fi; \
+	[ $$fast -eq 0 ] && [ $$fuzzed -eq 0 ]
 	$(PY) -m pytest -m e2e -n 2 --dist loadfile --durations=20 --ignore=$(FUZZ)
-	$(PY) -m pytest -m e2e $(FUZZ)
 
 # Every test not marked e2e, in about a minute; no JVM is started (a stub java fails any test
 # that starts one, see tests/conftest.py).
