@@ -71,6 +71,9 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
                    "http_proxy", "https_proxy", "all_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR")
 #: How long an early check (``uv pip compile``, at submit time) may take before it is skipped.
 CHECK_TIMEOUT_SECONDS = 60
+#: How long a set seen to resolve is taken as resolvable without asking uv again: a burst of
+#: jobs bringing one new set resolves it once, not once per request, until its build lands.
+RESOLVED_SECONDS = 600.0
 
 
 # -- the base installation --------------------------------------------------------------------
@@ -279,6 +282,8 @@ class EnvironmentCache:
         self.python = python or settings.spark.python or sys.executable
         self._base: Base | None = None
         self._indexes: Indexes | None = None
+        #: Keys seen to resolve by :meth:`check`, with when (time.monotonic()).
+        self._resolved: dict[str, float] = {}
 
     @property
     def base(self) -> Base:
@@ -346,12 +351,22 @@ class EnvironmentCache:
         if self.is_built(requirements):
             return None
         self._make_root()
-        with tempfile.TemporaryDirectory(prefix=".check-", dir=self.root) as work:
-            try:
-                self._compile(Path(work), requirements, timeout=CHECK_TIMEOUT_SECONDS)
-            except EnvironmentFailed as exc:
-                return None if exc.timed_out else exc.detail
-        return None
+        key = self.key(requirements)
+        checking = Hold(self._lock_path(key, "check"))
+        try:
+            checking.exclusive()  # the same set checked at once by two requests: uv runs once
+            seen = self._resolved.get(key)
+            if seen is not None and time.monotonic() - seen < RESOLVED_SECONDS:
+                return None
+            with tempfile.TemporaryDirectory(prefix=".check-", dir=self.root) as work:
+                try:
+                    self._compile(Path(work), requirements, timeout=CHECK_TIMEOUT_SECONDS)
+                except EnvironmentFailed as exc:
+                    return None if exc.timed_out else exc.detail
+            self._resolved[key] = time.monotonic()
+            return None
+        finally:
+            checking.close()
 
     # -- building ----------------------------------------------------------------------------
 

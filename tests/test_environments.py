@@ -9,6 +9,7 @@ import os
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,20 @@ def test_an_unknown_package_fails_with_uv_s_own_words(tmp_path):
     assert envs.check(reqs(f"{ABSENT}==0.5.1")) is None
     assert not any(p.name.startswith(("ee", ".build")) for p in (tmp_path / "envs").iterdir()
                    if p.is_dir() and p.name not in ("locks", "uv-cache"))
+
+
+def test_a_set_seen_to_resolve_is_checked_once_and_a_refused_one_each_time(tmp_path):
+    envs = cache(tmp_path)
+    compiled = []
+    compile_with_uv = envs._compile
+    envs._compile = lambda work, requirements, timeout: (compiled.append(requirements.lines),
+                                                         compile_with_uv(work, requirements, timeout))[1]
+    good, bad = reqs(f"{ABSENT}==0.5.1"), reqs("sparkrunner-no-such-package-zq==1.0")
+    with ThreadPoolExecutor(2) as pool:  # two requests at once: uv runs once for the set
+        assert list(pool.map(envs.check, [good, good])) == [None, None]
+    assert envs.check(good) is None
+    assert all("sparkrunner-no-such-package-zq" in envs.check(bad) for _ in range(2))
+    assert compiled == [good.lines, bad.lines, bad.lines]
 
 
 def write_entry(root: Path, key: str, size: int, used: float) -> None:
