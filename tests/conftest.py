@@ -18,13 +18,11 @@ REPO = Path(__file__).resolve().parent.parent
 SPARKRUNNER = str(Path(sys.executable).with_name("sparkrunner"))
 
 #: Every JVM the tests start (spark-submit, drivers, executors, the cluster's daemons, Connect
-#: servers) compiles with C1 only, collects with one thread and does not verify the bytecode of
-#: Spark's jars: the tests' jobs are small and short, and on 2 cores C2's compiler threads were
-#: about 40% of a job's CPU, verification another 15% (the Titanic training job: 33 s of CPU,
-#: 19 s with the first two, 16 s with all three). JVMs say "Picked up JAVA_TOOL_OPTIONS" and
-#: that -Xverify:none is deprecated (still accepted by Java 17 to 25), on stderr. A developer's
-#: own JAVA_TOOL_OPTIONS is kept.
-TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xverify:none"
+#: servers) compiles with C1 only and collects with one thread: the tests' jobs are small and
+#: short, and C2's compiler threads were about 40% of a job's CPU on 2 cores (the Titanic
+#: training job: 33 s of CPU, 19 s with these). JVMs print "Picked up JAVA_TOOL_OPTIONS" on
+#: stderr. A developer's own JAVA_TOOL_OPTIONS is kept.
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 os.environ.setdefault("JAVA_TOOL_OPTIONS", TEST_JVM_OPTIONS)
 
 SCORE_SOURCE = '''\
