@@ -62,3 +62,26 @@ def test_a_warm_run_that_needs_a_remote_attachment_ends_before_any_session(tmp_p
         "sparkrunner: error: this job cannot run warm (Spark Connect): the model attachment 'hdfs:///models/w.pkl' "
         "is not a local file, and a warm run ships only local files to the Python workers; resubmit the job "
         'with "executionMode": "cold"')
+
+
+def test_each_printed_line_reaches_the_log_whole_under_spark_s_unbuffered_python():
+    """spark-submit runs the driver with PYTHONUNBUFFERED and copies its output beside the JVM's
+    log lines: a print() written piece by piece could have a Spark line land inside it."""
+    child = (
+        "import time\n"
+        "from sparkrunner.inside.driver import whole_lines_on_stdout\n"
+        "whole_lines_on_stdout()\n"
+        "class Slow:\n"
+        "    def __str__(self):\n"
+        "        time.sleep(0.3)  # print() has written what comes before by now, unbuffered\n"
+        "        return '6'\n"
+        "print('words:', Slow(), 'argv:', ['a b'])\n"
+        "print('done')\n")
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "YES"})
+    chunks = []
+    while chunk := os.read(proc.stdout.fileno(), 4096):
+        chunks.append(chunk)
+    assert proc.wait(timeout=30) == 0
+    assert b"".join(chunks) == b"words: 6 argv: ['a b']\ndone\n"
+    assert all(chunk.endswith(b"\n") for chunk in chunks), chunks

@@ -362,8 +362,25 @@ def calls(job, model, spark):
     return found
 
 
+def whole_lines_on_stdout():
+    """Each printed line reaches the log in one write, still at once.
+
+    spark-submit runs a Python driver with PYTHONUNBUFFERED, and copies its output into the log
+    from a thread of its own, beside the JVM's own log lines: unbuffered, print() writes each of
+    its pieces apart, and a JVM line could land inside a printed line ("words: 6" + a Spark line
+    + " argv: ..."). Livy's users never see that (Livy reads stdout and stderr apart).
+    """
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(line_buffering=True, write_through=False)
+        except (ValueError, OSError):  # a stream that cannot: left as it is
+            pass
+
+
 def main():
     workdir = os.getcwd()  # kept: a model may chdir, the result still belongs here
+    whole_lines_on_stdout()
     sys.path.insert(0, workdir)  # secondary sources and FILE assets sit beside the driver
     import sparkrunner_job_metadata as job
 
