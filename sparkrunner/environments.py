@@ -363,7 +363,10 @@ class EnvironmentCache:
                     self._compile(Path(work), requirements, timeout=CHECK_TIMEOUT_SECONDS)
                 except EnvironmentFailed as exc:
                     return None if exc.timed_out else exc.detail
-            self._resolved[key] = time.monotonic()
+            now = time.monotonic()
+            for old in [k for k, t in list(self._resolved.items()) if now - t >= RESOLVED_SECONDS]:
+                self._resolved.pop(old, None)  # the expired go as new ones come: the map stays small
+            self._resolved[key] = now
             return None
         finally:
             checking.close()
